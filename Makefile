@@ -1,0 +1,41 @@
+# Set-up lives here so a fresh machine needs one command to serve and one to test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test lint typecheck unit train clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## serve: install if needed, then serve the shipped models on http://$(HOST):$(PORT)
+serve: $(STAMP)
+	$(BIN)/python -m app --host $(HOST) --port $(PORT)
+
+## test: install if needed, then lint, type-check and run the whole test suite
+test: lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check app training tests
+	$(BIN)/ruff format --check app training tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## train: retrain both shipped models from the data in DATA (see README)
+DATA ?= ../shared/data
+train: $(STAMP)
+	$(BIN)/python -m training train mnist-mlp --data $(DATA)/mnist.npz --model-dir models
+	$(BIN)/python -m training train pneumonia-cnn --data $(DATA)/chest_xray --model-dir models
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
