@@ -66,9 +66,7 @@ class EvaluationReport(BaseModel):
     )
 
 
-def confusion_matrix(
-    y_true: ArrayLike, y_pred: ArrayLike, num_classes: int
-) -> NDArray[np.int64]:
+def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> NDArray[np.int64]:
     """Count (true, predicted) pairs into a `num_classes` x `num_classes` matrix."""
     true = _as_labels(y_true, num_classes, "y_true")
     pred = _as_labels(y_pred, num_classes, "y_pred")
@@ -149,12 +147,15 @@ def report_from_confusion(
     )
 
 
-def cross_entropy(y_true: ArrayLike, probabilities: ArrayLike) -> float:
-    """Mean negative log-probability of the true class (probabilities clipped at 1e-7)."""
+def cross_entropy(y_true: ArrayLike, probabilities: ArrayLike) -> float | None:
+    """Mean negative log-probability of the true class (probabilities clipped at 1e-7).
+
+    Returns `None` for no examples, where the mean is undefined.
+    """
     probs = np.asarray(probabilities, dtype=np.float64)
     true = np.asarray(y_true, dtype=np.int64).reshape(-1)
     if true.size == 0:
-        return 0.0
+        return None
     picked = np.clip(probs[np.arange(true.size), true], _PROBABILITY_FLOOR, 1.0)
     return float(-np.log(picked).mean())
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.metrics import EvaluationReport
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MODEL_CARD_FILENAME = "model_card.json"
 MODEL_NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 
@@ -104,7 +104,7 @@ class TrainingRecord(BaseModel):
 class ModelCard(BaseModel):
     """Everything the service needs to serve one exported model version."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     name: str = Field(pattern=MODEL_NAME_PATTERN, examples=["mnist-mlp"])
     version: int = Field(ge=1)
     created_at: datetime

@@ -1,0 +1,53 @@
+"""`python -m app` / `vision-serve`: start the service with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from app.main import create_app
+from app.settings import Settings
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description="Serve the models in a model directory over HTTP. Every option can "
+        "also be set as a VISION_SERVING_* environment variable (see README).",
+    )
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (default 8000)")
+    parser.add_argument("--model-dir", type=Path, help="model repository (default ./models)")
+    parser.add_argument("--device", choices=["auto", "cpu", "gpu"], help="where models run")
+    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    overrides = {key: value for key, value in vars(args).items() if value is not None}
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    shown_host = "localhost" if settings.host in {"0.0.0.0", "::"} else settings.host
+    print(
+        f"Serving {settings.model_dir} at http://{shown_host}:{settings.port} "
+        f"(API docs: http://{shown_host}:{settings.port}/docs)",
+        flush=True,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+
+
+if __name__ == "__main__":
+    main()

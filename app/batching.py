@@ -1,0 +1,190 @@
+"""Micro-batching: concurrent requests for one model share one call of its signature.
+
+Each request submits its images (`[k, H, W, C]`) and awaits a future. One worker task
+per model takes the first waiting request, then whatever else is already queued, and
+waits at most `max_wait` for more, up to `max_batch_size` images. While a batch runs on
+the inference thread, new requests queue up and form the next batch, so batches grow
+with load by themselves and an idle server adds at most `max_wait` to a request.
+
+A batch must return one output row per input row; if the model raises, or returns the
+wrong count, every request in that batch fails and the next batch starts afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from app.errors import InferenceFailed, ServingError
+
+logger = logging.getLogger(__name__)
+
+PredictFn = Callable[[NDArray[np.float32]], NDArray[np.float32]]
+
+
+@dataclass
+class _Request:
+    pixels: NDArray[np.float32]
+    future: asyncio.Future[NDArray[np.float32]]
+
+    @property
+    def size(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+@dataclass
+class BatchStats:
+    """What the batcher has done, for metadata, metrics and tests."""
+
+    batches: int = 0
+    images: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.images += size
+        self.batch_sizes.append(size)
+        del self.batch_sizes[:-1000]  # keep the recent history only
+
+
+class MicroBatcher:
+    """Collects concurrent `submit` calls into batched calls of `predict`."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        *,
+        max_batch_size: int,
+        max_wait_seconds: float,
+        name: str = "model",
+    ) -> None:
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.max_wait_seconds = max_wait_seconds
+        self.name = name
+        self.stats = BatchStats()
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._carried: _Request | None = None
+        self._idle = asyncio.Event()  # set while nothing is queued or running
+        self._idle.set()
+        self._worker: asyncio.Task[None] | None = None
+        # One thread per model: TensorFlow parallelises inside the op, and a single
+        # thread keeps batches in order and the signature free of concurrent calls.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+
+    def start(self) -> None:
+        """Start the worker task on the running event loop."""
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(
+                self._run(), name=f"batcher-{self.name}"
+            )
+
+    async def stop(self, drain_seconds: float = 10.0) -> None:
+        """Let queued work finish (up to `drain_seconds`), then stop the worker.
+
+        Whatever is still queued after that fails with an `InferenceFailed` error.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), drain_seconds)
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        pending = [self._carried] if self._carried else []
+        self._carried = None
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+        _fail(pending, InferenceFailed(f"model {self.name} was unloaded before the request ran"))
+        self._executor.shutdown(wait=False)
+
+    async def submit(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Queue `[k, H, W, C]` pixels and wait for their `[k, classes]` probabilities."""
+        if self._worker is None:
+            raise InferenceFailed(f"the batcher of model {self.name} is not running")
+        future: asyncio.Future[NDArray[np.float32]] = asyncio.get_running_loop().create_future()
+        self._idle.clear()
+        self._queue.put_nowait(_Request(pixels=pixels, future=future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch: list[_Request] = []
+            try:
+                await self._collect_batch(batch)
+            except asyncio.CancelledError:
+                _fail(batch, InferenceFailed(f"model {self.name} was unloaded before it ran"))
+                raise
+            await self._run_batch(batch)
+            if self._carried is None and self._queue.empty():
+                self._idle.set()
+
+    async def _collect_batch(self, batch: list[_Request]) -> None:
+        """Fill `batch` in place, so a cancelled collection can still fail what it took."""
+        loop = asyncio.get_running_loop()
+        first = self._carried or await self._queue.get()
+        self._carried = None
+        batch.append(first)
+        size = first.size
+        deadline = loop.time() + self.max_wait_seconds
+        while size < self.max_batch_size:
+            try:
+                request = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    request = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if size + request.size > self.max_batch_size:
+                self._carried = request  # starts the next batch; never split a request
+                break
+            batch.append(request)
+            size += request.size
+
+    async def _run_batch(self, batch: list[_Request]) -> None:
+        live = [r for r in batch if not r.future.done()]  # skip requests already cancelled
+        if not live:
+            return
+        pixels = live[0].pixels if len(live) == 1 else np.concatenate([r.pixels for r in live])
+        loop = asyncio.get_running_loop()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._predict, pixels)
+            if len(outputs) != len(pixels):
+                raise InferenceFailed(
+                    f"model {self.name} returned {len(outputs)} outputs for {len(pixels)} "
+                    "inputs; a batch must return one output per input"
+                )
+        except asyncio.CancelledError:
+            _fail(live, InferenceFailed(f"model {self.name} was unloaded while the batch ran"))
+            raise
+        except Exception as error:
+            logger.exception("batch of %d images failed for model %s", len(pixels), self.name)
+            failure = (
+                error
+                if isinstance(error, ServingError)
+                else InferenceFailed(f"inference failed for model {self.name}: {error}")
+            )
+            _fail(live, failure)
+            return
+        self.stats.record(len(pixels))
+        offset = 0
+        for request in live:
+            if not request.future.done():
+                request.future.set_result(outputs[offset : offset + request.size])
+            offset += request.size
+
+
+def _fail(requests: list[_Request], error: Exception) -> None:
+    for request in requests:
+        if not request.future.done():
+            request.future.set_exception(error)

@@ -1,0 +1,125 @@
+"""The serving core every API front-end calls: uploads or pixels in, probabilities out.
+
+upload -> decode/preprocess (worker thread) -> micro-batch -> model -> probabilities.
+Route handlers translate HTTP into these calls and the results into response schemas;
+they never touch TensorFlow, Pillow or the batcher themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from app.errors import InvalidInput, PayloadTooLarge
+from app.imaging import Upload
+from app.labelled import LabelledUpload
+from app.metrics import EvaluationReport, evaluate_probabilities
+from app.model_card import ModelCard
+from app.preprocess import prepare_uploads
+from app.repository import ModelRepository, ServedModel
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Softmax outputs for a batch of inputs, with the model version that made them."""
+
+    model: ServedModel
+    card: ModelCard
+    probabilities: NDArray[np.float32]  # [N, classes]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    classification: Classification
+    labels: list[int]
+    report: EvaluationReport
+
+
+class DataPlane:
+    """Runs classification and evaluation requests against the model repository."""
+
+    def __init__(self, repository: ModelRepository, settings: Settings) -> None:
+        self.repository = repository
+        self.settings = settings
+        # Decoding is CPU-bound and mostly releases the GIL (Pillow, NumPy); two threads
+        # match the two cores without the thrash of a large pool.
+        self._preprocess_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
+
+    def close(self) -> None:
+        self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def classify_uploads(
+        self, model_name: str, version: int | None, uploads: Sequence[Upload]
+    ) -> Classification:
+        """Decode, preprocess and classify uploaded images, in upload order."""
+        model = self.repository.get(model_name, version)
+        if not uploads:
+            raise InvalidInput("no files were uploaded; send images in the form field 'files'")
+        if len(uploads) > self.settings.max_files_per_request:
+            raise PayloadTooLarge(
+                f"{len(uploads)} files in one request is more than the limit of "
+                f"{self.settings.max_files_per_request}; split them over several requests"
+            )
+        return await self._classify(model, uploads)
+
+    async def classify_pixels(
+        self, model_name: str, version: int | None, pixels: NDArray[np.float32]
+    ) -> Classification:
+        """Classify raw `[N, H, W, C]` pixels that already match the model's input."""
+        model = self.repository.get(model_name, version)
+        card = _card(model)
+        expected = (card.input.height, card.input.width, card.input.channels)
+        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != expected:
+            raise InvalidInput(
+                f"input shape {list(pixels.shape)} does not match the model's "
+                f"[N, {', '.join(map(str, expected))}]"
+            )
+        if not np.isfinite(pixels).all():
+            raise InvalidInput("input holds NaN or infinite values")
+        probabilities = await model.predict(pixels.astype(np.float32, copy=False))
+        return Classification(model=model, card=card, probabilities=probabilities)
+
+    async def evaluate(
+        self, model_name: str, version: int | None, examples: Sequence[LabelledUpload]
+    ) -> Evaluation:
+        """Classify labelled uploads in batches and compute the shared metrics."""
+        model = self.repository.get(model_name, version)
+        if len(examples) > self.settings.max_evaluation_images:
+            raise PayloadTooLarge(
+                f"{len(examples)} labelled images is more than the limit of "
+                f"{self.settings.max_evaluation_images} per evaluation"
+            )
+        chunk = self.settings.max_batch_size
+        parts = await asyncio.gather(
+            *(
+                self._classify(model, [e.upload for e in examples[start : start + chunk]])
+                for start in range(0, len(examples), chunk)
+            )
+        )
+        card = _card(model)
+        probabilities = np.concatenate([part.probabilities for part in parts])
+        labels = [example.label for example in examples]
+        report = evaluate_probabilities(labels, probabilities, card.class_names)
+        classification = Classification(model=model, card=card, probabilities=probabilities)
+        return Evaluation(classification=classification, labels=labels, report=report)
+
+    async def _classify(self, model: ServedModel, uploads: Sequence[Upload]) -> Classification:
+        card = _card(model)
+        loop = asyncio.get_running_loop()
+        pixels = await loop.run_in_executor(
+            self._preprocess_pool,
+            lambda: prepare_uploads(uploads, card, max_pixels=self.settings.max_image_pixels),
+        )
+        probabilities = await model.predict(pixels)
+        return Classification(model=model, card=card, probabilities=probabilities)
+
+
+def _card(model: ServedModel) -> ModelCard:
+    assert model.card is not None, "a ready model always has its card"
+    return model.card

@@ -1,0 +1,45 @@
+"""Request dependencies, as `Annotated` aliases so routes declare what they need by type."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, UploadFile
+
+from app.dataplane import DataPlane
+from app.imaging import Upload
+from app.repository import ModelRepository
+from app.settings import Settings
+
+
+def get_dataplane(request: Request) -> DataPlane:
+    dataplane: DataPlane = request.app.state.dataplane
+    return dataplane
+
+
+def get_repository(request: Request) -> ModelRepository:
+    return get_dataplane(request).repository
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
+RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def read_uploads(files: list[UploadFile]) -> list[Upload]:
+    """Read multipart files into memory; Starlette removes any spooled temp files."""
+    uploads = []
+    for index, file in enumerate(files):
+        uploads.append(
+            Upload(
+                filename=file.filename or f"file-{index}",
+                data=await file.read(),
+                content_type=file.content_type,
+            )
+        )
+    return uploads

@@ -1,0 +1,133 @@
+"""Typed serving errors and the one JSON shape every failure is rendered in.
+
+Each error type carries its HTTP status, so code deep in the request path raises what
+went wrong and `install_error_handlers` turns it into a response in one place. The
+shape `{"error": "<message>", "code": "<machine-readable>", ...}` is also what
+TensorFlow Serving and Open Inference Protocol clients read (`error` is a string).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorResponse(BaseModel):
+    """Body of every error response."""
+
+    error: str = Field(description="What went wrong and, where possible, how to fix it")
+    code: str = Field(description="Stable machine-readable error code", examples=["invalid_image"])
+    details: dict[str, Any] | None = Field(default=None, description="Extra context, if any")
+
+
+class ServingError(Exception):
+    """Base of the errors a request can end in; subclasses set status and code."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or None
+        self.headers: dict[str, str] | None = None
+
+
+class InvalidInput(ServingError):
+    status_code = 400
+    code = "invalid_input"
+
+
+class ModelNotFound(ServingError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class PayloadTooLarge(ServingError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ServingError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class InvalidImage(ServingError):
+    status_code = 422
+    code = "invalid_image"
+
+
+class InvalidLabels(ServingError):
+    status_code = 422
+    code = "invalid_labels"
+
+
+class InvalidArchive(ServingError):
+    status_code = 422
+    code = "invalid_archive"
+
+
+class ModelNotReady(ServingError):
+    status_code = 503
+    code = "model_not_ready"
+
+
+class InferenceFailed(ServingError):
+    status_code = 500
+    code = "inference_failed"
+
+
+def error_response(status_code: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    body = ErrorResponse(error=message, code=code, details=extra or None)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status_code)
+
+
+# Codes for the HTTP errors Starlette raises itself (unknown route, wrong method, ...).
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every failure, ours or the framework's, as an `ErrorResponse`."""
+
+    @app.exception_handler(ServingError)
+    async def _serving_error(_: Request, exc: ServingError) -> JSONResponse:
+        if exc.status_code >= 500:
+            logger.error("%s: %s", exc.code, exc.message)
+        response = error_response(exc.status_code, exc.code, exc.message, **(exc.details or {}))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"location": [str(part) for part in error["loc"]], "message": error["msg"]}
+            for error in exc.errors()
+        ]
+        summary = "; ".join(f"{'.'.join(p['location'])}: {p['message']}" for p in problems[:5])
+        message = f"Invalid request: {summary}"
+        return error_response(422, "invalid_request", message, problems=problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        response = error_response(exc.status_code, code, str(exc.detail))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response

@@ -1,0 +1,77 @@
+"""Build the service: `create_app(settings)` wires settings, models, routes and errors.
+
+Models load in the background once the server is up, so `/healthz` answers at once and
+`/readyz` turns 200 when every model is loaded and warmed up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from app.dataplane import DataPlane
+from app.devices import configure_devices
+from app.docs import install_offline_docs
+from app.errors import install_error_handlers
+from app.limits import BodySizeLimit
+from app.repository import ModelRepository
+from app.routes import health, inference, models
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+API_DESCRIPTION = """
+Serves two TensorFlow vision models from a model repository:
+**mnist-mlp** reads handwritten digits, **pneumonia-cnn** tells a pneumonia chest
+X-ray from a normal one (a teaching model, not a diagnostic tool).
+
+Upload images to `predict` or `probabilities`; upload labelled images to `evaluate`.
+Every error is JSON: `{"error": "<message>", "code": "<code>"}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the FastAPI app for `settings` (default: from `VISION_SERVING_*` variables)."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        device = configure_devices(settings.device)
+        repository = ModelRepository(settings=settings, device=device)
+        repository.discover()
+        app.state.dataplane = DataPlane(repository, settings)
+        loading = asyncio.create_task(repository.load_all(), name="load-models")
+        try:
+            yield
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            await repository.close()
+            app.state.dataplane.close()
+
+    app = FastAPI(
+        title="Vision model serving",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_tags=[
+            {"name": "inference", "description": "Upload images for predictions"},
+            {"name": "models", "description": "What is served, model cards, recorded metrics"},
+            {"name": "health", "description": "Liveness and readiness probes"},
+        ],
+    )
+    app.state.settings = settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    install_offline_docs(app)
+    app.include_router(inference.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,65 @@
+"""Service settings, read from `VISION_SERVING_*` environment variables.
+
+Built once by the caller and passed to `create_app(settings)`; nothing reads the
+environment at import time, so tests point the app at their own model folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "VISION_SERVING_"
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Each field is `VISION_SERVING_<FIELD NAME>` in the env."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    model_dir: Path = Field(
+        default=Path("models"),
+        description="Model repository: <model_dir>/<name>/<version>/ with model_card.json",
+    )
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        default="auto",
+        description="Where models run: auto (GPU when TensorFlow sees one), cpu, or gpu",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `python -m app` binds to")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port `python -m app` binds to")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="Log level of the service and uvicorn"
+    )
+    max_batch_size: int = Field(
+        default=32, ge=1, description="Most images one model call takes from the batch queue"
+    )
+    max_batch_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="Longest a request waits for others to share its batch (milliseconds)",
+    )
+    max_body_bytes: int = Field(
+        default=32 * MIB, ge=1, description="Largest request body accepted (413 beyond it)"
+    )
+    max_files_per_request: int = Field(
+        default=64, ge=1, description="Most images in one predict/probabilities upload"
+    )
+    max_image_pixels: int = Field(
+        default=50_000_000, ge=1, description="Largest decoded image (width x height) accepted"
+    )
+    max_archive_entries: int = Field(
+        default=5_000, ge=1, description="Most files in an evaluation zip archive"
+    )
+    max_archive_uncompressed_bytes: int = Field(
+        default=256 * MIB, ge=1, description="Largest total uncompressed size of an evaluation zip"
+    )
+    max_evaluation_images: int = Field(
+        default=5_000, ge=1, description="Most labelled images in one evaluation request"
+    )
+    default_top_k: int = Field(
+        default=3, ge=1, description="How many classes `predict` lists when top_k is not given"
+    )

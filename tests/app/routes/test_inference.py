@@ -1,0 +1,262 @@
+"""predict, probabilities and evaluate over tiny models, and their error paths."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import zipfile
+
+import pytest
+
+from tests.app.conftest import ServeFn
+from tests.app.images import gray_jpeg, png
+
+pytestmark = pytest.mark.anyio
+
+PREDICT = "/api/v1/models/tiny-digits/predict"
+PROBABILITIES = "/api/v1/models/tiny-digits/probabilities"
+
+
+def files(*items: tuple[str, bytes, str]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", item) for item in items]
+
+
+async def test_predict_returns_one_prediction_per_file_in_order(serve: ServeFn) -> None:
+    upload = files(*((f"d{i}.png", png(i), "image/png") for i in range(3)))
+    async with serve() as client:
+        response = await client.post(PREDICT, files=upload, params={"top_k": 4})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["model"], body["version"]) == ("tiny-digits", 1)
+    assert [p["filename"] for p in body["predictions"]] == ["d0.png", "d1.png", "d2.png"]
+    for prediction in body["predictions"]:
+        top = prediction["top_k"]
+        assert len(top) == 4
+        assert top[0]["label"] == prediction["label"] == str(prediction["class_index"])
+        assert top[0]["probability"] == prediction["confidence"]
+        assert [t["probability"] for t in top] == sorted(
+            (t["probability"] for t in top), reverse=True
+        )
+
+
+async def test_top_k_defaults_to_the_setting_and_is_capped_at_the_class_count(
+    serve: ServeFn,
+) -> None:
+    async with serve(default_top_k=2) as client:
+        default = await client.post(PREDICT, files=files(("a.png", png(), "image/png")))
+        capped = await client.post(
+            "/api/v1/models/tiny-xray/predict",
+            files=files(("x.jpeg", gray_jpeg(), "image/jpeg")),
+            params={"top_k": 50},
+        )
+    assert len(default.json()["predictions"][0]["top_k"]) == 2
+    assert len(capped.json()["predictions"][0]["top_k"]) == 2
+
+
+async def test_probabilities_cover_every_class_and_sum_to_one(serve: ServeFn) -> None:
+    upload = files(("a.png", png(1), "image/png"), ("b.png", png(2), "image/png"))
+    async with serve() as client:
+        response = await client.post(PROBABILITIES, files=upload)
+        predicted = await client.post(PREDICT, files=upload)
+    body = response.json()
+    assert body["class_names"] == [str(d) for d in range(10)]
+    for result, prediction in zip(body["results"], predicted.json()["predictions"], strict=True):
+        probabilities = result["probabilities"]
+        assert list(probabilities) == body["class_names"]
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert max(probabilities, key=probabilities.__getitem__) == prediction["label"]
+
+
+async def test_version_pinned_routes(serve: ServeFn) -> None:
+    upload = files(("a.png", png(), "image/png"))
+    async with serve() as client:
+        pinned = await client.post("/api/v1/models/tiny-digits/versions/1/predict", files=upload)
+        probs = await client.post(
+            "/api/v1/models/tiny-digits/versions/1/probabilities", files=upload
+        )
+        missing = await client.post("/api/v1/models/tiny-digits/versions/9/predict", files=upload)
+    assert pinned.status_code == 200 and pinned.json()["version"] == 1
+    assert probs.status_code == 200
+    assert missing.status_code == 404
+    assert "version 9" in missing.json()["error"]
+
+
+async def test_concurrent_requests_share_one_model_call(serve: ServeFn) -> None:
+    async with serve(max_batch_wait_ms=500, max_batch_size=64) as client:
+        app_batcher = None
+        responses = await asyncio.gather(
+            *(
+                client.post(PREDICT, files=files((f"{i}.png", png(i), "image/png")))
+                for i in range(8)
+            )
+        )
+        transport = client._transport
+        app = transport.app  # type: ignore[attr-defined]
+        app_batcher = app.state.dataplane.repository.models["tiny-digits"].batcher
+    assert all(r.status_code == 200 for r in responses)
+    # warm-up runs on the runtime directly, so every recorded batch is a request batch
+    assert app_batcher.stats.batch_sizes == [8]
+
+
+async def evaluate_zip(serve: ServeFn, entries: dict[str, bytes], **params: object) -> dict:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    async with serve() as client:
+        response = await client.post(
+            "/api/v1/models/tiny-digits/evaluate",
+            files={"archive": ("digits.zip", buffer.getvalue(), "application/zip")},
+            params=params,
+        )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_evaluate_a_zip_matches_the_predictions(serve: ServeFn) -> None:
+    entries = {f"{i % 3}/{i}.png": png(i) for i in range(7)}
+    body = await evaluate_zip(serve, entries, include_predictions="true")
+    assert body["count"] == 7
+    assert body["class_names"] == [str(d) for d in range(10)]
+    matrix = body["confusion_matrix"]
+    assert [sum(row) for row in matrix][:3] == [3, 2, 2]
+    predictions = body["predictions"]
+    assert len(predictions) == 7
+    correct = sum(p["correct"] for p in predictions)
+    assert body["accuracy"] == pytest.approx(correct / 7)
+    assert set(body["per_class"]) == set(body["class_names"])
+    for p in predictions:
+        assert p["true_label"] == p["filename"].split("/")[0]
+
+
+async def test_evaluate_files_with_labels(serve: ServeFn) -> None:
+    upload = files(*((f"{i}.png", png(i), "image/png") for i in range(4)))
+    async with serve() as client:
+        response = await client.post(
+            "/api/v1/models/tiny-digits/versions/1/evaluate",
+            files=upload,
+            data={"labels": "1,2,3,4"},
+        )
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["count"] == 4
+    assert [sum(row) for row in body["confusion_matrix"]] == [0, 1, 1, 1, 1, 0, 0, 0, 0, 0]
+    assert body["predictions"] is None
+
+
+@pytest.mark.parametrize(
+    ("upload", "data", "status", "code"),
+    [
+        ([], {}, 400, "invalid_input"),
+        ([("files", ("a.png", b"x", "image/png"))], {}, 400, "invalid_input"),
+        ([("files", ("a.png", b"x", "image/png"))], {"labels": "1,2"}, 422, "invalid_labels"),
+        ([("files", ("a.png", png(), "image/png"))], {"labels": "seven"}, 422, "invalid_labels"),
+        ([("archive", ("a.zip", b"not a zip", "application/zip"))], {}, 422, "invalid_archive"),
+    ],
+)
+async def test_evaluate_rejects_bad_input(
+    serve: ServeFn, upload: list, data: dict, status: int, code: str
+) -> None:
+    async with serve() as client:
+        response = await client.post(
+            "/api/v1/models/tiny-digits/evaluate", files=upload or None, data=data or None
+        )
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "code", "message"),
+    [
+        (b"", "image/png", 422, "invalid_image", "empty"),
+        (b"hello, I am text", "text/plain", 415, "unsupported_media_type", "text/plain"),
+        (b"%PDF-1.4\n...", "image/png", 415, "unsupported_media_type", "PDF"),
+        (png()[:40], "image/png", 422, "invalid_image", "truncated"),
+        (gray_jpeg()[:300], "image/jpeg", 422, "invalid_image", "truncated"),
+    ],
+)
+async def test_bad_images_get_a_4xx_naming_the_file(
+    serve: ServeFn, content: bytes, content_type: str, status: int, code: str, message: str
+) -> None:
+    upload = files(("good.png", png(), "image/png"), ("bad.png", content, content_type))
+    async with serve() as client:
+        response = await client.post(PREDICT, files=upload)
+        after = await client.post(PREDICT, files=files(("good.png", png(), "image/png")))
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["code"] == code
+    assert "bad.png" in body["error"] and message in body["error"]
+    assert after.status_code == 200  # the server is still healthy
+
+
+async def test_unknown_model_is_404(serve: ServeFn) -> None:
+    async with serve() as client:
+        response = await client.post(
+            "/api/v1/models/nope/predict", files=files(("a.png", png(), "image/png"))
+        )
+    assert response.status_code == 404
+    assert response.json()["code"] == "model_not_found"
+
+
+async def test_missing_files_field_is_a_422_with_the_field_named(serve: ServeFn) -> None:
+    async with serve() as client:
+        response = await client.post(PREDICT, data={"other": "x"})
+    assert response.status_code == 422
+    assert "files" in response.json()["error"]
+
+
+async def test_too_many_files_is_413(serve: ServeFn) -> None:
+    upload = files(*((f"{i}.png", png(i), "image/png") for i in range(3)))
+    async with serve(max_files_per_request=2) as client:
+        response = await client.post(PREDICT, files=upload)
+    assert response.status_code == 413
+    assert "limit of 2" in response.json()["error"]
+
+
+async def test_oversized_body_is_413_before_it_is_read(serve: ServeFn) -> None:
+    async with serve(max_body_bytes=10_000) as client:
+        declared = await client.post(PREDICT, files=files(("big.png", b"\0" * 20_000, "image/png")))
+
+        async def chunks():  # no Content-Length: counted as it streams
+            yield (
+                b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+                b"Content-Type: image/png\r\n\r\n"
+            )
+            for _ in range(100):
+                yield b"\0" * 1000
+
+        streamed = await client.post(
+            PREDICT,
+            content=chunks(),
+            headers={"Content-Type": "multipart/form-data; boundary=x"},
+        )
+    for response in (declared, streamed):
+        assert response.status_code == 413, response.text
+        assert response.json()["code"] == "payload_too_large"
+
+
+async def test_too_many_pixels_is_422(serve: ServeFn) -> None:
+    async with serve(max_image_pixels=100) as client:
+        response = await client.post(PREDICT, files=files(("big.png", png(size=28), "image/png")))
+    assert response.status_code == 422
+    assert "28x28" in response.json()["error"]
+
+
+async def test_a_failed_model_is_503_and_others_still_serve(serve: ServeFn, model_dir_copy) -> None:
+    (model_dir_copy / "tiny-xray" / "1" / "saved_model.pb").write_bytes(b"corrupt")
+    async with serve(model_dir=model_dir_copy) as client:
+        failed = await client.post(
+            "/api/v1/models/tiny-xray/predict", files=files(("x.jpeg", gray_jpeg(), "image/jpeg"))
+        )
+        working = await client.post(PREDICT, files=files(("a.png", png(), "image/png")))
+    assert failed.status_code == 503
+    assert failed.json()["code"] == "model_not_ready"
+    assert working.status_code == 200
+
+
+async def test_unknown_route_and_wrong_method_use_the_error_shape(serve: ServeFn) -> None:
+    async with serve() as client:
+        missing = await client.get("/api/v1/nothing")
+        wrong = await client.get(PREDICT)
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"

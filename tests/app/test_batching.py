@@ -1,0 +1,162 @@
+"""The micro-batcher: concurrent submits share a model call; failures fail the batch."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from app.batching import MicroBatcher
+from app.errors import InferenceFailed
+
+pytestmark = pytest.mark.anyio
+
+
+class RecordingModel:
+    """Returns each row's first pixel as a one-class 'probability' and records batch sizes."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batch_sizes: list[int] = []
+        self.delay = delay
+        self.threads: set[str] = set()
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        self.batch_sizes.append(len(pixels))
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay)
+        return pixels.reshape(len(pixels), -1)[:, :1].copy()
+
+
+def images(*values: float) -> np.ndarray:
+    return np.array(values, dtype=np.float32).reshape(-1, 1, 1, 1)
+
+
+async def started(model: RecordingModel, **kwargs: float) -> MicroBatcher:
+    batcher = MicroBatcher(
+        model,
+        max_batch_size=int(kwargs.get("max_batch_size", 32)),
+        max_wait_seconds=kwargs.get("max_wait_seconds", 0.05),
+        name="test",
+    )
+    batcher.start()
+    return batcher
+
+
+async def test_concurrent_requests_reach_the_model_as_one_batch() -> None:
+    model = RecordingModel()
+    batcher = await started(model)
+    results = await asyncio.gather(*(batcher.submit(images(i)) for i in range(10)))
+    await batcher.stop()
+    assert model.batch_sizes == [10]
+    assert [float(r[0, 0]) for r in results] == list(range(10))  # each got its own row back
+
+
+async def test_multi_image_requests_are_split_back_in_order() -> None:
+    model = RecordingModel()
+    batcher = await started(model)
+    first, second = await asyncio.gather(
+        batcher.submit(images(1, 2, 3)), batcher.submit(images(4, 5))
+    )
+    await batcher.stop()
+    assert model.batch_sizes == [5]
+    assert first[:, 0].tolist() == [1, 2, 3]
+    assert second[:, 0].tolist() == [4, 5]
+
+
+async def test_batches_never_exceed_max_batch_size_and_requests_are_not_split() -> None:
+    model = RecordingModel()
+    batcher = await started(model, max_batch_size=4)
+    results = await asyncio.gather(*(batcher.submit(images(i, i)) for i in range(5)))
+    await batcher.stop()
+    assert max(model.batch_sizes) <= 4
+    assert sum(model.batch_sizes) == 10
+    assert [r[:, 0].tolist() for r in results] == [[i, i] for i in range(5)]
+
+
+async def test_an_idle_request_waits_no_longer_than_max_wait() -> None:
+    model = RecordingModel()
+    batcher = await started(model, max_wait_seconds=0.02)
+    loop = asyncio.get_running_loop()
+    begin = loop.time()
+    await batcher.submit(images(1))
+    elapsed = loop.time() - begin
+    await batcher.stop()
+    assert model.batch_sizes == [1]
+    # Bounded by the wait plus scheduling slack on a loaded machine; the point is that
+    # a lone request is not held for a full batch.
+    assert elapsed < 0.02 + 0.5
+
+
+async def test_requests_arriving_during_a_batch_form_the_next_batch() -> None:
+    model = RecordingModel(delay=0.1)
+    batcher = await started(model, max_wait_seconds=0.0)
+    first = asyncio.ensure_future(batcher.submit(images(0)))
+    await asyncio.sleep(0.03)  # the first batch is now running on the inference thread
+    rest = await asyncio.gather(*(batcher.submit(images(i)) for i in range(1, 6)))
+    await first
+    await batcher.stop()
+    assert model.batch_sizes == [1, 5]
+    assert [float(r[0, 0]) for r in rest] == [1, 2, 3, 4, 5]
+
+
+async def test_inference_runs_off_the_event_loop_thread() -> None:
+    model = RecordingModel()
+    batcher = await started(model)
+    await batcher.submit(images(1))
+    await batcher.stop()
+    assert threading.current_thread().name not in model.threads
+
+
+async def test_a_failing_batch_fails_every_waiting_request_and_the_next_succeeds() -> None:
+    calls = 0
+
+    def flaky(pixels: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return pixels.reshape(len(pixels), -1)[:, :1]
+
+    batcher = MicroBatcher(flaky, max_batch_size=8, max_wait_seconds=0.05, name="flaky")
+    batcher.start()
+    outcomes = await asyncio.gather(
+        *(batcher.submit(images(i)) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(o, InferenceFailed) for o in outcomes)
+    assert "boom" in str(outcomes[0])
+    recovered = await batcher.submit(images(7))
+    await batcher.stop()
+    assert float(recovered[0, 0]) == 7
+
+
+async def test_a_batch_with_the_wrong_number_of_outputs_fails_with_a_hint() -> None:
+    batcher = MicroBatcher(
+        lambda pixels: pixels[:1].reshape(1, -1), max_batch_size=8, max_wait_seconds=0.05
+    )
+    batcher.start()
+    outcomes = await asyncio.gather(
+        *(batcher.submit(images(i)) for i in range(2)), return_exceptions=True
+    )
+    await batcher.stop()
+    assert all(isinstance(o, InferenceFailed) for o in outcomes)
+    assert "one output per input" in str(outcomes[0])
+
+
+async def test_stop_drains_queued_work_before_stopping() -> None:
+    model = RecordingModel(delay=0.05)
+    batcher = await started(model, max_batch_size=1, max_wait_seconds=0.0)
+    pending = [asyncio.ensure_future(batcher.submit(images(i))) for i in range(3)]
+    await asyncio.sleep(0)
+    await batcher.stop()
+    results = await asyncio.gather(*pending)
+    assert [float(r[0, 0]) for r in results] == [0, 1, 2]
+
+
+async def test_submit_after_stop_is_refused() -> None:
+    batcher = await started(RecordingModel())
+    await batcher.stop()
+    with pytest.raises(InferenceFailed, match="not running"):
+        await batcher.submit(images(1))

@@ -1,0 +1,69 @@
+"""Device selection and GPU memory growth, with the GPU list injected on CPU machines."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.devices import CPU, DeviceUnavailable, choose_device, configure_devices
+
+
+class FakeGpu:
+    def __init__(self, index: int) -> None:
+        self.name = f"/physical_device:GPU:{index}"
+
+
+def test_auto_picks_the_gpu_when_there_is_one() -> None:
+    placement = choose_device("auto", ["/physical_device:GPU:0"])
+    assert (placement.kind, placement.name) == ("gpu", "/device:GPU:0")
+
+
+def test_auto_falls_back_to_cpu() -> None:
+    assert choose_device("auto", []) == CPU
+
+
+def test_cpu_wins_even_with_a_gpu() -> None:
+    assert choose_device("cpu", ["/physical_device:GPU:0"]) == CPU
+
+
+def test_gpu_without_a_gpu_fails_with_a_clear_message() -> None:
+    with pytest.raises(DeviceUnavailable, match="sees no GPU") as raised:
+        choose_device("gpu", [])
+    assert "VISION_SERVING_DEVICE" in str(raised.value)
+
+
+def test_memory_growth_is_enabled_on_every_gpu_before_placement() -> None:
+    gpus = [FakeGpu(0), FakeGpu(1)]
+    grown: list[str] = []
+    placement = configure_devices(
+        "auto", list_gpus=lambda: gpus, enable_memory_growth=lambda g: grown.append(g.name)
+    )
+    assert grown == [g.name for g in gpus]
+    assert placement.kind == "gpu"
+
+
+def test_memory_growth_failure_is_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(_: object) -> None:
+        raise RuntimeError("Physical devices cannot be modified after being initialized")
+
+    placement = configure_devices(
+        "gpu", list_gpus=lambda: [FakeGpu(0)], enable_memory_growth=refuse
+    )
+    assert placement.kind == "gpu"
+    assert "could not enable memory growth" in caplog.text
+
+
+def test_cpu_preference_does_not_touch_gpus() -> None:
+    touched: list[object] = []
+    placement = configure_devices(
+        "cpu", list_gpus=lambda: [FakeGpu(0)], enable_memory_growth=touched.append
+    )
+    assert placement == CPU
+    assert touched == []
+
+
+def test_real_tensorflow_on_this_machine_resolves_auto() -> None:
+    import tensorflow as tf
+
+    placement = configure_devices("auto")
+    expected = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    assert placement.kind == expected

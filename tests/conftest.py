@@ -1,0 +1,31 @@
+"""Shared fixtures: the data folder, and the anyio backend for async tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def data_dir() -> Path:
+    """Real data for tests: $VISION_DATA_DIR, else ../shared/data beside the repo."""
+    return Path(os.environ.get("VISION_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+def require_data(relative: str) -> Path:
+    """Path to a real data set; skip (fail in CI) when it is not on this machine."""
+    path = data_dir() / relative
+    if not path.exists():
+        message = f"real data not found at {path}; set VISION_DATA_DIR to the data folder"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
