@@ -31,6 +31,7 @@ class Classification:
 
     model: ServedModel
     card: ModelCard
+    pixels: NDArray[np.float32] | None  # [N, H, W, C]: what the model saw
     probabilities: NDArray[np.float32]  # [N, classes]
 
 
@@ -82,8 +83,10 @@ class DataPlane:
             )
         if not np.isfinite(pixels).all():
             raise InvalidInput("input holds NaN or infinite values")
-        probabilities = await model.predict(pixels.astype(np.float32, copy=False))
-        return Classification(model=model, card=card, probabilities=probabilities)
+        pixels = pixels.astype(np.float32, copy=False)
+        async with model.serving():
+            probabilities = await model.predict(pixels)
+        return Classification(model=model, card=card, pixels=pixels, probabilities=probabilities)
 
     async def evaluate(
         self, model_name: str, version: int | None, examples: Sequence[LabelledUpload]
@@ -106,18 +109,22 @@ class DataPlane:
         probabilities = np.concatenate([part.probabilities for part in parts])
         labels = [example.label for example in examples]
         report = evaluate_probabilities(labels, probabilities, card.class_names)
-        classification = Classification(model=model, card=card, probabilities=probabilities)
+        # Pixels of a large evaluation are not kept: thousands of X-rays would be GBs.
+        classification = Classification(
+            model=model, card=card, pixels=None, probabilities=probabilities
+        )
         return Evaluation(classification=classification, labels=labels, report=report)
 
     async def _classify(self, model: ServedModel, uploads: Sequence[Upload]) -> Classification:
         card = _card(model)
         loop = asyncio.get_running_loop()
-        pixels = await loop.run_in_executor(
-            self._preprocess_pool,
-            lambda: prepare_uploads(uploads, card, max_pixels=self.settings.max_image_pixels),
-        )
-        probabilities = await model.predict(pixels)
-        return Classification(model=model, card=card, probabilities=probabilities)
+        async with model.serving():
+            pixels = await loop.run_in_executor(
+                self._preprocess_pool,
+                lambda: prepare_uploads(uploads, card, max_pixels=self.settings.max_image_pixels),
+            )
+            probabilities = await model.predict(pixels)
+        return Classification(model=model, card=card, pixels=pixels, probabilities=probabilities)
 
 
 def _card(model: ServedModel) -> ModelCard:

@@ -41,16 +41,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         device = configure_devices(settings.device)
-        repository = ModelRepository(settings=settings, device=device)
-        repository.discover()
+        repository = ModelRepository(settings, device)
         app.state.dataplane = DataPlane(repository, settings)
-        loading = asyncio.create_task(repository.load_all(), name="load-models")
+        keeping_in_sync = asyncio.create_task(_load_and_watch(repository, settings))
         try:
             yield
         finally:
-            loading.cancel()
+            keeping_in_sync.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await loading
+                await keeping_in_sync
             await repository.close()
             app.state.dataplane.close()
 
@@ -75,3 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     return app
+
+
+async def _load_and_watch(repository: ModelRepository, settings: Settings) -> None:
+    await repository.sync()
+    if settings.poll_interval_seconds > 0:
+        await repository.watch(settings.poll_interval_seconds)

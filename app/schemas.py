@@ -45,20 +45,31 @@ class ProbabilitiesResponse(BaseModel):
     results: list[FileProbabilities] = Field(description="One entry per file, in upload order")
 
 
+class VersionStatus(BaseModel):
+    """One version of a model as loaded (or not) by the service."""
+
+    version: int = Field(examples=[1])
+    status: str = Field(description="loading, ready, failed or unloading", examples=["ready"])
+    error: str | None = Field(default=None, description="Why this version failed to load")
+    device: str | None = Field(default=None, description="cpu or gpu", examples=["cpu"])
+    ready_seconds: float | None = Field(
+        default=None, description="Seconds it took to load and warm up"
+    )
+
+
 class ModelStatus(BaseModel):
     """A model as the service serves it right now."""
 
     name: str = Field(examples=["mnist-mlp"])
-    version: int = Field(description="The served version", examples=[1])
-    versions: list[int] = Field(description="Versions loaded", examples=[[1]])
-    status: str = Field(description="loading, ready or failed", examples=["ready"])
+    version: int | None = Field(
+        description="The version unversioned requests use (the newest ready one)", examples=[1]
+    )
+    status: str = Field(description="ready when a version serves, else loading or failed")
     error: str | None = Field(default=None, description="Why the model is not serving, if so")
     device: str | None = Field(default=None, description="cpu or gpu", examples=["cpu"])
     class_names: list[str] = Field(default_factory=list)
     input: InputSpec | None = None
-    ready_seconds: float | None = Field(
-        default=None, description="Seconds it took to load and warm up"
-    )
+    versions: list[VersionStatus] = Field(description="Every version the service knows of")
 
 
 class ModelList(BaseModel):

@@ -31,6 +31,19 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `python -m app` binds to")
     port: int = Field(default=8000, ge=0, le=65535, description="Port `python -m app` binds to")
+    version_policy: Literal["latest", "all"] = Field(
+        default="latest",
+        description="Versions served per model: the newest that loads, or all of them",
+    )
+    pinned_versions: dict[str, list[int]] = Field(
+        default_factory=dict,
+        description='Versions served besides the policy\'s, as JSON: {"mnist-mlp": [1]}',
+    )
+    poll_interval_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the model directory is rescanned for changes (0: never)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="Log level of the service and uvicorn"
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.deps import RepositoryDep
-from app.errors import ErrorResponse, ModelNotFound, ModelNotReady
+from app.errors import ErrorResponse, ModelNotReady
 from app.metrics import EvaluationReport
-from app.repository import ServedModel
-from app.schemas import ModelDetail, ModelList, ModelStatus
+from app.repository import ModelRepository, ServedModel
+from app.schemas import ModelDetail, ModelList, ModelStatus, VersionStatus
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
 
@@ -21,7 +21,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 @router.get("/models", response_model=ModelList, summary="List the served models")
 async def list_models(repository: RepositoryDep) -> ModelList:
     """Every model found in the model directory, with its status, device, classes and input."""
-    return ModelList(models=[_status(entry) for entry in repository.models.values()])
+    return ModelList(models=[model_status(repository, name) for name in repository.names()])
 
 
 @router.get(
@@ -32,8 +32,9 @@ async def list_models(repository: RepositoryDep) -> ModelList:
 )
 async def get_model(name: str, repository: RepositoryDep) -> ModelDetail:
     """The full model card (classes, input, preprocessing, training, metrics) and status."""
-    entry = _find(repository, name)
-    return ModelDetail(**_status(entry).model_dump(), card=entry.card)
+    status = model_status(repository, name)
+    served = repository.served(name)
+    return ModelDetail(**status.model_dump(), card=served.card if served else None)
 
 
 @router.get(
@@ -44,30 +45,43 @@ async def get_model(name: str, repository: RepositoryDep) -> ModelDetail:
 )
 async def get_evaluation(name: str, repository: RepositoryDep) -> EvaluationReport:
     """Metrics on the held-out test split, as recorded in the model card by training."""
-    entry = _find(repository, name)
-    if entry.card is None:
-        raise ModelNotReady(f"model {name!r} is not loaded: {entry.error or entry.state}")
-    return entry.card.evaluation
+    card = repository.get(name).card
+    if card is None:
+        raise ModelNotReady(f"model {name!r} has no model card loaded")
+    return card.evaluation
 
 
-def _find(repository: RepositoryDep, name: str) -> ServedModel:
-    entry = repository.models.get(name)
-    if entry is None:
-        known = ", ".join(sorted(repository.models)) or "none"
-        raise ModelNotFound(f"no model named {name!r}; served models: {known}", model=name)
-    return entry
-
-
-def _status(entry: ServedModel) -> ModelStatus:
-    card = entry.card
+def model_status(repository: ModelRepository, name: str) -> ModelStatus:
+    """Status of a model and each of its versions (404 for an unknown name)."""
+    versions = repository.versions(name)
+    served = repository.served(name)
+    if served is not None:
+        status, error = "ready", None
+    elif any(v.state == "loading" for v in versions):
+        status, error = "loading", None
+    else:
+        status = "failed"
+        error = repository.problem(name) or "; ".join(
+            f"version {v.version}: {v.error}" for v in versions if v.error
+        )
+    card = served.card if served else None
     return ModelStatus(
-        name=entry.name,
+        name=name,
+        version=served.version if served else None,
+        status=status,
+        error=error,
+        device=served.device.kind if served and served.device else None,
+        class_names=card.class_names if card else [],
+        input=card.input if card else None,
+        versions=[version_status(v) for v in versions],
+    )
+
+
+def version_status(entry: ServedModel) -> VersionStatus:
+    return VersionStatus(
         version=entry.version,
-        versions=[entry.version] if entry.version else [],
         status=str(entry.state),
         error=entry.error,
         device=entry.device.kind if entry.device else None,
-        class_names=card.class_names if card else [],
-        input=card.input if card else None,
         ready_seconds=entry.ready_seconds,
     )

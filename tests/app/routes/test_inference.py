@@ -92,7 +92,7 @@ async def test_concurrent_requests_share_one_model_call(serve: ServeFn) -> None:
         )
         transport = client._transport
         app = transport.app  # type: ignore[attr-defined]
-        app_batcher = app.state.dataplane.repository.models["tiny-digits"].batcher
+        app_batcher = app.state.dataplane.repository.get("tiny-digits").batcher
     assert all(r.status_code == 200 for r in responses)
     # warm-up runs on the runtime directly, so every recorded batch is a request batch
     assert app_batcher.stats.batch_sizes == [8]

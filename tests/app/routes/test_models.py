@@ -20,7 +20,9 @@ async def test_list_models_shows_status_device_classes_and_input(serve: ServeFn)
     assert set(models) == {"tiny-digits", "tiny-xray"}
     digits = models["tiny-digits"]
     assert digits["status"] == "ready"
-    assert digits["version"] == 1 and digits["versions"] == [1]
+    assert digits["version"] == 1
+    assert [(v["version"], v["status"]) for v in digits["versions"]] == [(1, "ready")]
+    assert digits["versions"][0]["ready_seconds"] > 0
     assert digits["device"] == "cpu"
     assert digits["class_names"] == [str(d) for d in range(10)]
     assert digits["input"]["height"] == 28 and digits["input"]["channels"] == 1
