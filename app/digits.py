@@ -64,7 +64,7 @@ MIN_INK_CONTRAST = 12.0
 """Below this difference between ink and paper (grey levels) the picture counts as blank."""
 
 CROP_MIN_FRACTION = 0.2
-CORE_PERCENTILE = None
+CORE_PERCENTILE = 95
 
 SPECK_MAX_FRACTION = 0.02
 """A blob cut off from the rest by empty rows or columns, holding less than this share of

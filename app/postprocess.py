@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
 
 from app.dataplane import Classification, Evaluation
 from app.schemas import ClassProbability, FilePrediction, FileProbabilities, Prediction
 
 
 def to_predictions(
-    classification: Classification, filenames: Sequence[str], top_k: int
+    classification: Classification,
+    filenames: Sequence[str],
+    top_k: int,
+    *,
+    include_preprocessed: bool = False,
 ) -> list[Prediction]:
     """Label, confidence and the `top_k` most likely classes of each input."""
     names = classification.card.class_names
     k = min(top_k, len(names))
     predictions = []
-    for filename, row in zip(filenames, classification.probabilities, strict=True):
+    for index, (filename, row) in enumerate(
+        zip(filenames, classification.probabilities, strict=True)
+    ):
         ranked = np.argsort(-row, kind="stable")[:k]
         best = int(ranked[0])
         predictions.append(
@@ -32,9 +42,23 @@ def to_predictions(
                     )
                     for i in ranked
                 ],
+                preprocessed_png=(
+                    pixels_to_png_base64(classification.pixels[index])
+                    if include_preprocessed and classification.pixels is not None
+                    else None
+                ),
             )
         )
     return predictions
+
+
+def pixels_to_png_base64(pixels: NDArray[np.float32]) -> str:
+    """An `[H, W, C]` array of 0..255 pixels as a base64-encoded PNG."""
+    image = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    mode = "L" if image.shape[2] == 1 else "RGB"
+    buffer = io.BytesIO()
+    Image.fromarray(image[:, :, 0] if mode == "L" else image, mode=mode).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def to_probabilities(

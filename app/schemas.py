@@ -22,6 +22,10 @@ class Prediction(BaseModel):
     class_index: int = Field(description="Its index in class_names", examples=[7])
     confidence: float = Field(description="Its softmax probability", examples=[0.994])
     top_k: list[ClassProbability] = Field(description="The k most likely classes, best first")
+    preprocessed_png: str | None = Field(
+        default=None,
+        description="The model's actual input as a base64 PNG (include_preprocessed=true)",
+    )
 
 
 class PredictResponse(BaseModel):

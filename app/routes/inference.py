@@ -29,6 +29,10 @@ TopK = Annotated[
     int | None,
     Query(ge=1, le=1000, description="How many of the most likely classes to list"),
 ]
+IncludePreprocessed = Annotated[
+    bool,
+    Query(description="Return the image the model actually saw, as a base64 PNG, per file"),
+]
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "No files or an invalid request"},
@@ -41,14 +45,22 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 
 async def _predict(
-    dataplane: DataPlane, name: str, version: int | None, files: Files, top_k: int
+    dataplane: DataPlane,
+    name: str,
+    version: int | None,
+    files: Files,
+    top_k: int,
+    include_preprocessed: bool,
 ) -> PredictResponse:
     uploads = await read_uploads(files)
     result = await dataplane.classify_uploads(name, version, uploads)
+    filenames = [u.filename for u in uploads]
     return PredictResponse(
         model=result.model.name,
         version=result.model.version,
-        predictions=to_predictions(result, [u.filename for u in uploads], top_k),
+        predictions=to_predictions(
+            result, filenames, top_k, include_preprocessed=include_preprocessed
+        ),
     )
 
 
@@ -64,9 +76,11 @@ async def predict(
     dataplane: DataPlaneDep,
     settings: SettingsDep,
     top_k: TopK = None,
+    include_preprocessed: IncludePreprocessed = False,
 ) -> PredictResponse:
     """Label, confidence and top-k classes for each uploaded image, in upload order."""
-    return await _predict(dataplane, name, None, files, top_k or settings.default_top_k)
+    k = top_k or settings.default_top_k
+    return await _predict(dataplane, name, None, files, k, include_preprocessed)
 
 
 @router.post(
@@ -82,9 +96,11 @@ async def predict_version(
     dataplane: DataPlaneDep,
     settings: SettingsDep,
     top_k: TopK = None,
+    include_preprocessed: IncludePreprocessed = False,
 ) -> PredictResponse:
     """As `predict`, with the given model version."""
-    return await _predict(dataplane, name, version, files, top_k or settings.default_top_k)
+    k = top_k or settings.default_top_k
+    return await _predict(dataplane, name, version, files, k, include_preprocessed)
 
 
 async def _probabilities(

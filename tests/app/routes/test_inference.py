@@ -260,3 +260,28 @@ async def test_unknown_route_and_wrong_method_use_the_error_shape(serve: ServeFn
         wrong = await client.get(PREDICT)
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
     assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"
+
+
+async def test_include_preprocessed_returns_the_model_input_as_png(serve: ServeFn) -> None:
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.app.images import encode
+
+    # dark digit on light paper, off-centre on a larger canvas
+    canvas = np.full((100, 80), 230, dtype=np.uint8)
+    canvas[10:50, 50:60] = 20
+    upload = files(("photo.png", encode(canvas), "image/png"))
+    async with serve() as client:
+        plain = await client.post(PREDICT, files=upload)
+        shown = await client.post(PREDICT, files=upload, params={"include_preprocessed": "true"})
+    assert plain.json()["predictions"][0]["preprocessed_png"] is None
+    data = base64.b64decode(shown.json()["predictions"][0]["preprocessed_png"])
+    seen = np.asarray(Image.open(io.BytesIO(data)))
+    assert seen.shape == (28, 28)
+    assert seen[0, 0] == 0 and seen.max() > 200  # inverted to white on black
+    rows, cols = np.nonzero(seen > 50)
+    assert abs(rows.mean() - 13.5) < 3 and abs(cols.mean() - 13.5) < 3  # centred
