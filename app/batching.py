@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,10 +31,19 @@ logger = logging.getLogger(__name__)
 PredictFn = Callable[[NDArray[np.float32]], NDArray[np.float32]]
 
 
+class BatchObserver(Protocol):
+    """Receives the figures of every batch that ran (for metrics)."""
+
+    def observe_batch(
+        self, size: int, queue_seconds: Sequence[float], inference_seconds: float
+    ) -> None: ...
+
+
 @dataclass
 class _Request:
     pixels: NDArray[np.float32]
     future: asyncio.Future[NDArray[np.float32]]
+    enqueued: float = field(default_factory=time.perf_counter)
 
     @property
     def size(self) -> int:
@@ -64,8 +75,10 @@ class MicroBatcher:
         max_batch_size: int,
         max_wait_seconds: float,
         name: str = "model",
+        observer: BatchObserver | None = None,
     ) -> None:
         self._predict = predict
+        self._observer = observer
         self.max_batch_size = max_batch_size
         self.max_wait_seconds = max_wait_seconds
         self.name = name
@@ -157,6 +170,7 @@ class MicroBatcher:
             return
         pixels = live[0].pixels if len(live) == 1 else np.concatenate([r.pixels for r in live])
         loop = asyncio.get_running_loop()
+        dispatched = time.perf_counter()
         try:
             outputs = await loop.run_in_executor(self._executor, self._predict, pixels)
             if len(outputs) != len(pixels):
@@ -177,6 +191,12 @@ class MicroBatcher:
             _fail(live, failure)
             return
         self.stats.record(len(pixels))
+        if self._observer is not None:
+            self._observer.observe_batch(
+                len(pixels),
+                [dispatched - request.enqueued for request in live],
+                time.perf_counter() - dispatched,
+            )
         offset = 0
         for request in live:
             if not request.future.done():

@@ -8,6 +8,7 @@ they never touch TensorFlow, Pillow or the batcher themselves.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from app.imaging import Upload
 from app.labelled import LabelledUpload
 from app.metrics import EvaluationReport, evaluate_probabilities
 from app.model_card import ModelCard
+from app.monitoring import ServingMetrics, label_request
 from app.preprocess import prepare_uploads
 from app.repository import ModelRepository, ServedModel
 from app.settings import Settings
@@ -45,9 +47,15 @@ class Evaluation:
 class DataPlane:
     """Runs classification and evaluation requests against the model repository."""
 
-    def __init__(self, repository: ModelRepository, settings: Settings) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        settings: Settings,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
         self.repository = repository
         self.settings = settings
+        self.metrics = metrics
         # Decoding is CPU-bound and mostly releases the GIL (Pillow, NumPy); two threads
         # match the two cores without the thrash of a large pool.
         self._preprocess_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
@@ -84,6 +92,7 @@ class DataPlane:
         if not np.isfinite(pixels).all():
             raise InvalidInput("input holds NaN or infinite values")
         pixels = pixels.astype(np.float32, copy=False)
+        label_request(model.name, model.version)
         async with model.serving():
             probabilities = await model.predict(pixels)
         return Classification(model=model, card=card, pixels=pixels, probabilities=probabilities)
@@ -118,11 +127,15 @@ class DataPlane:
     async def _classify(self, model: ServedModel, uploads: Sequence[Upload]) -> Classification:
         card = _card(model)
         loop = asyncio.get_running_loop()
+        label_request(model.name, model.version)
         async with model.serving():
+            started = time.perf_counter()
             pixels = await loop.run_in_executor(
                 self._preprocess_pool,
                 lambda: prepare_uploads(uploads, card, max_pixels=self.settings.max_image_pixels),
             )
+            if self.metrics is not None:
+                self.metrics.observe_stage(model.name, "preprocess", time.perf_counter() - started)
             probabilities = await model.predict(pixels)
         return Classification(model=model, card=card, pixels=pixels, probabilities=probabilities)
 

@@ -18,8 +18,9 @@ from app.devices import configure_devices
 from app.docs import install_offline_docs
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
+from app.monitoring import RequestMetricsMiddleware, ServingMetrics
 from app.repository import ModelRepository
-from app.routes import health, inference, models
+from app.routes import health, inference, models, monitoring
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -37,12 +38,14 @@ Every error is JSON: `{"error": "<message>", "code": "<code>"}`.
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI app for `settings` (default: from `VISION_SERVING_*` variables)."""
     settings = settings or Settings()
+    metrics = ServingMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         device = configure_devices(settings.device)
-        repository = ModelRepository(settings, device)
-        app.state.dataplane = DataPlane(repository, settings)
+        repository = ModelRepository(settings, device, batch_observer=metrics.batch_observer)
+        metrics.watch_repository(repository)
+        app.state.dataplane = DataPlane(repository, settings, metrics)
         keeping_in_sync = asyncio.create_task(_load_and_watch(repository, settings))
         try:
             yield
@@ -67,12 +70,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: counts 413s
     install_error_handlers(app)
     install_offline_docs(app)
     app.include_router(inference.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(monitoring.router)
     return app
 
 

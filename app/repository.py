@@ -24,14 +24,15 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-from app.batching import MicroBatcher
+from app.batching import BatchObserver, MicroBatcher
 from app.devices import DevicePlacement
 from app.errors import ModelNotFound, ModelNotReady
 from app.model_card import MODEL_CARD_FILENAME, ModelCard, is_valid_model_name
@@ -105,9 +106,16 @@ class ServedModel:
 class ModelRepository:
     """Every model under `settings.model_dir`, each with the versions it serves."""
 
-    def __init__(self, settings: Settings, device: DevicePlacement) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        device: DevicePlacement,
+        batch_observer: Callable[[str], BatchObserver] | None = None,
+    ) -> None:
         self.settings = settings
         self.device = device
+        self.load_failures: Counter[str] = Counter()
+        self._batch_observer = batch_observer
         self.loaded = asyncio.Event()  # set once the first sync has finished
         self._versions: dict[str, dict[int, ServedModel]] = {}
         self._problems: dict[str, str] = {}  # model folders with no usable version folder
@@ -270,6 +278,7 @@ class ModelRepository:
             max_batch_size=self.settings.max_batch_size,
             max_wait_seconds=self.settings.max_batch_wait_ms / 1000,
             name=f"{name}-{version}",
+            observer=self._batch_observer(name) if self._batch_observer else None,
         )
         batcher.start()
         entry.card, entry.runtime, entry.batcher, entry.device = card, runtime, batcher, self.device
@@ -292,8 +301,8 @@ class ModelRepository:
         if not versions:
             self._versions.pop(entry.name, None)
 
-    @staticmethod
-    def _fail(entry: ServedModel, reason: str) -> None:
+    def _fail(self, entry: ServedModel, reason: str) -> None:
+        self.load_failures[entry.name] += 1
         entry.state = ModelState.FAILED
         entry.error = reason
         logger.error("model %s version %s cannot be served: %s", entry.name, entry.version, reason)

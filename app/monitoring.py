@@ -1,0 +1,199 @@
+"""Prometheus metrics: requests, latency by stage, batch sizes, loaded models.
+
+Every app gets its own registry (no module-level collectors), so tests and several apps
+in one process never share counts. The middleware labels each request with its API
+family and status; the data plane fills in the model and version it resolved through a
+per-request context variable, so no route has to know about metrics.
+
+Families (all prefixed `vision_serving_`):
+- `requests_total{model, version, api, status}`            counter
+- `request_duration_seconds{api}`                          histogram, whole request
+- `stage_duration_seconds{model, stage}`                   histogram; stage is
+                                                           preprocess, queue or inference
+- `batch_size{model}`                                      histogram, images per model call
+- `model_versions_loaded{model}`                           gauge, versions serving
+- `model_version_info{model, version, state, device}`      gauge (1), every known version
+- `model_load_failures_total{model}`                       counter
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.repository import ModelRepository, ModelState
+
+PREFIX = "vision_serving"
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass
+class RequestLabels:
+    """What the request was about, filled in as it is served."""
+
+    model: str = ""
+    version: str = ""
+
+
+_current_request: contextvars.ContextVar[RequestLabels | None] = contextvars.ContextVar(
+    "vision_serving_request", default=None
+)
+
+
+def label_request(model: str, version: int) -> None:
+    """Record which model version serves the current request (no-op outside a request)."""
+    labels = _current_request.get()
+    if labels is not None:
+        labels.model, labels.version = model, str(version)
+
+
+def api_family(path: str) -> str:
+    if path.startswith("/api/v1/"):
+        return "native"
+    if path.startswith("/v1/"):
+        return "tfserving"
+    if path == "/v2" or path.startswith("/v2/"):
+        return "v2"
+    return "other"
+
+
+@dataclass
+class ServingMetrics:
+    """The service's metric families, in a registry of their own."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            f"{PREFIX}_requests",
+            "Requests served, by model, version, API family and HTTP status",
+            ["model", "version", "api", "status"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "Whole-request latency, by API family",
+            ["api"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.stage_duration = Histogram(
+            f"{PREFIX}_stage_duration_seconds",
+            "Latency of one stage of a request: preprocess, queue (waiting for a batch) "
+            "or inference (the model call of its batch)",
+            ["model", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}_batch_size",
+            "Images per model call",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch_repository(self, repository: ModelRepository) -> None:
+        """Export the repository's loaded versions and load failures at scrape time."""
+        self.registry.register(_RepositoryCollector(repository))
+
+    def observe_stage(self, model: str, stage: str, seconds: float) -> None:
+        self.stage_duration.labels(model, stage).observe(seconds)
+
+    def batch_observer(self, model: str) -> BatchMetrics:
+        return BatchMetrics(self, model)
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True)
+class BatchMetrics:
+    """Receives each batch's figures from a model's micro-batcher."""
+
+    metrics: ServingMetrics
+    model: str
+
+    def observe_batch(
+        self, size: int, queue_seconds: Sequence[float], inference_seconds: float
+    ) -> None:
+        self.metrics.batch_size.labels(self.model).observe(size)
+        queue = self.metrics.stage_duration.labels(self.model, "queue")
+        for waited in queue_seconds:
+            queue.observe(waited)
+        self.metrics.stage_duration.labels(self.model, "inference").observe(inference_seconds)
+
+
+class _RepositoryCollector(Collector):
+    def __init__(self, repository: ModelRepository) -> None:
+        self.repository = repository
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        loaded = GaugeMetricFamily(
+            f"{PREFIX}_model_versions_loaded", "Versions of each model serving", labels=["model"]
+        )
+        info = GaugeMetricFamily(
+            f"{PREFIX}_model_version_info",
+            "Every known model version (value 1), with its state and device",
+            labels=["model", "version", "state", "device"],
+        )
+        for name in self.repository.names():
+            versions = self.repository.versions(name)
+            ready = sum(v.state is ModelState.READY for v in versions)
+            loaded.add_metric([name], ready)
+            for v in versions:
+                device = v.device.kind if v.device else ""
+                info.add_metric([name, str(v.version), str(v.state), device], 1)
+        failures = CounterMetricFamily(
+            f"{PREFIX}_model_load_failures", "Failed model version loads", labels=["model"]
+        )
+        for name, count in sorted(self.repository.load_failures.items()):
+            failures.add_metric([name], count)
+        yield loaded
+        yield info
+        yield failures
+
+
+class RequestMetricsMiddleware:
+    """Counts and times every HTTP request, labelled by what the data plane resolved."""
+
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = api_family(scope["path"])
+        if api == "other":  # docs, health, metrics: not worth a series each
+            await self.app(scope, receive, send)
+            return
+        labels = RequestLabels()
+        token = _current_request.set(labels)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            _current_request.reset(token)
+            self.metrics.request_duration.labels(api).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(labels.model, labels.version, api, str(status)).inc()
