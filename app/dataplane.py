@@ -8,15 +8,16 @@ they never touch TensorFlow, Pillow or the batcher themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from app.errors import InvalidInput, PayloadTooLarge
+from app.errors import InvalidInput, Overloaded, PayloadTooLarge
 from app.imaging import Upload
 from app.labelled import LabelledUpload
 from app.metrics import EvaluationReport, evaluate_probabilities
@@ -93,7 +94,7 @@ class DataPlane:
             raise InvalidInput("input holds NaN or infinite values")
         pixels = pixels.astype(np.float32, copy=False)
         label_request(model.name, model.version)
-        async with model.serving():
+        async with self._admitted(model, len(pixels)):
             probabilities = await model.predict(pixels)
         return Classification(model=model, card=card, pixels=pixels, probabilities=probabilities)
 
@@ -108,11 +109,17 @@ class DataPlane:
                 f"{self.settings.max_evaluation_images} per evaluation"
             )
         chunk = self.settings.max_batch_size
+        # Two chunks in flight keep decoding and the model busy at once without letting
+        # one evaluation fill the model's queue and starve other requests.
+        in_flight = asyncio.Semaphore(2)
+
+        async def classify_chunk(start: int) -> Classification:
+            async with in_flight:
+                uploads = [e.upload for e in examples[start : start + chunk]]
+                return await self._classify(model, uploads)
+
         parts = await asyncio.gather(
-            *(
-                self._classify(model, [e.upload for e in examples[start : start + chunk]])
-                for start in range(0, len(examples), chunk)
-            )
+            *(classify_chunk(start) for start in range(0, len(examples), chunk))
         )
         card = _card(model)
         probabilities = np.concatenate([part.probabilities for part in parts])
@@ -128,7 +135,7 @@ class DataPlane:
         card = _card(model)
         loop = asyncio.get_running_loop()
         label_request(model.name, model.version)
-        async with model.serving():
+        async with self._admitted(model, len(uploads)):
             started = time.perf_counter()
             pixels = await loop.run_in_executor(
                 self._preprocess_pool,
@@ -138,6 +145,29 @@ class DataPlane:
                 self.metrics.observe_stage(model.name, "preprocess", time.perf_counter() - started)
             probabilities = await model.predict(pixels)
         return Classification(model=model, card=card, pixels=pixels, probabilities=probabilities)
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self, model: ServedModel, images: int) -> AsyncIterator[None]:
+        """Admit a request within the model's queue bound and the request deadline.
+
+        A full queue answers 503 at once rather than letting latency grow without
+        bound; a request past its deadline is dropped from the batch it waits for.
+        """
+        limit = self.settings.max_queued_images
+        if model.images_in_flight + images > limit and model.images_in_flight > 0:
+            raise Overloaded(
+                f"model {model.name} has {model.images_in_flight} images in flight (limit "
+                f"{limit}); retry shortly"
+            )
+        timeout = self.settings.request_timeout_seconds
+        async with model.serving(images):
+            try:
+                async with asyncio.timeout(timeout):
+                    yield
+            except TimeoutError:
+                raise Overloaded(
+                    f"model {model.name} did not answer within {timeout:g} s; retry shortly"
+                ) from None
 
 
 def _card(model: ServedModel) -> ModelCard:

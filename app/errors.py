@@ -51,6 +51,11 @@ class ModelNotFound(ServingError):
     code = "model_not_found"
 
 
+class ArtifactNotFound(ServingError):
+    status_code = 404
+    code = "artifact_not_found"
+
+
 class PayloadTooLarge(ServingError):
     status_code = 413
     code = "payload_too_large"
@@ -76,6 +81,31 @@ class InvalidArchive(ServingError):
     code = "invalid_archive"
 
 
+class Unauthorized(ServingError):
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServingError):
+    status_code = 403
+    code = "forbidden"
+
+
+class Overloaded(ServingError):
+    """The model's queue is full or the request ran out of time: retry later."""
+
+    status_code = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_seconds)}
+
+
 class ModelNotReady(ServingError):
     status_code = 503
     code = "model_not_ready"
@@ -95,6 +125,7 @@ def error_response(status_code: int, code: str, message: str, **extra: Any) -> J
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",

@@ -11,7 +11,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app.dataplane import DataPlane
 from app.devices import configure_devices
@@ -20,7 +21,8 @@ from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.monitoring import RequestMetricsMiddleware, ServingMetrics
 from app.repository import ModelRepository
-from app.routes import health, inference, models, monitoring
+from app.routes import admin, artifacts, health, inference, models, monitoring, ui
+from app.security import require_admin, require_api_key
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -66,18 +68,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "inference", "description": "Upload images for predictions"},
             {"name": "models", "description": "What is served, model cards, recorded metrics"},
-            {"name": "health", "description": "Liveness and readiness probes"},
+            {"name": "health", "description": "Liveness, readiness and Prometheus metrics"},
+            {"name": "admin", "description": "Operator actions; need the API key"},
         ],
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Inference-Header-Content-Length"],
+            expose_headers=["Inference-Header-Content-Length", "Retry-After"],
+        )
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: counts 413s
     install_error_handlers(app)
     install_offline_docs(app)
-    app.include_router(inference.router)
-    app.include_router(models.router)
+    protected = [Depends(require_api_key)]
+    app.include_router(inference.router, dependencies=protected)
+    app.include_router(models.router, dependencies=protected)
+    app.include_router(artifacts.router, dependencies=protected)
+    app.include_router(admin.router, dependencies=[Depends(require_admin)])
     app.include_router(health.router)
+    app.include_router(ui.router)
     app.include_router(monitoring.router)
     return app
 

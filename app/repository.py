@@ -67,20 +67,23 @@ class ServedModel:
     ready_seconds: float | None = None
     fingerprint: tuple[float, ...] = ()
     in_flight: int = 0
+    images_in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._idle.set()
 
     @contextlib.asynccontextmanager
-    async def serving(self) -> AsyncIterator[ServedModel]:
+    async def serving(self, images: int = 0) -> AsyncIterator[ServedModel]:
         """Hold the model for one request, so an unload waits for the request to finish."""
         self.in_flight += 1
+        self.images_in_flight += images
         self._idle.clear()
         try:
             yield self
         finally:
             self.in_flight -= 1
+            self.images_in_flight -= images
             if self.in_flight == 0:
                 self._idle.set()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "VISION_SERVING_"
@@ -72,6 +72,26 @@ class Settings(BaseSettings):
     )
     max_evaluation_images: int = Field(
         default=5_000, ge=1, description="Most labelled images in one evaluation request"
+    )
+    max_queued_images: int = Field(
+        default=512,
+        ge=1,
+        description="Most images in flight per model; beyond it requests get 503 + Retry-After",
+    )
+    request_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest a request may take before it gets a 503"
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="When set, model and admin endpoints need `Authorization: Bearer <key>`",
+    )
+    admin_open: bool = Field(
+        default=False,
+        description="Allow admin endpoints (rescan) without an API key; off by default",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Origins allowed by CORS, as JSON: ["https://app.example"]; none by default',
     )
     default_top_k: int = Field(
         default=3, ge=1, description="How many classes `predict` lists when top_k is not given"

@@ -1,0 +1,42 @@
+"""The data plane's admission: queue bound (503 + Retry-After at once) and deadline."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.app.conftest import ServeFn
+from tests.app.images import png
+
+pytestmark = pytest.mark.anyio
+
+PREDICT = "/api/v1/models/tiny-digits/predict"
+
+
+async def test_a_full_queue_answers_503_with_retry_after_at_once(serve: ServeFn) -> None:
+    # A long batch wait holds the first request in the queue; the bound is one image.
+    async with serve(max_queued_images=1, max_batch_wait_ms=1500) as client:
+        first = asyncio.create_task(client.post(PREDICT, files={"files": ("a.png", png())}))
+        await asyncio.sleep(0.2)
+        refused = await client.post(PREDICT, files={"files": ("b.png", png())})
+        refused_while_first_waits = not first.done()
+        accepted = await first
+        after = await client.post(PREDICT, files={"files": ("c.png", png())})
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "overloaded"
+    assert refused.headers["retry-after"] == "1"
+    assert refused_while_first_waits, "the refusal did not wait for the queue to drain"
+    assert accepted.status_code == 200
+    assert after.status_code == 200
+
+
+async def test_a_request_past_its_deadline_gets_503_with_retry_after(serve: ServeFn) -> None:
+    # The batch wait outlasts the deadline, so the request cannot be answered in time.
+    async with serve(request_timeout_seconds=0.2, max_batch_wait_ms=3000) as client:
+        timed_out = await client.post(PREDICT, files={"files": ("a.png", png())})
+        health = await client.get("/healthz")
+    assert timed_out.status_code == 503
+    assert "did not answer within 0.2 s" in timed_out.json()["error"]
+    assert "retry-after" in timed_out.headers
+    assert health.status_code == 200
