@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -40,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"(API docs: http://{shown_host}:{settings.port}/docs)",
         flush=True,
     )
+    # uvicorn drains and shuts down on SIGTERM/SIGINT, then re-raises the signal to the
+    # handler that was installed before it ran. Make that handler a clean exit, so an
+    # orchestrator's ordinary stop reads as success (exit 0), not as a kill (143).
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_cleanly)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -47,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
     )
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Families (all prefixed `vision_serving_`):
                                                            preprocess, queue or inference
 - `batch_size{model}`                                      histogram, images per model call
 - `model_versions_loaded{model}`                           gauge, versions serving
+- `requests_in_flight{model}`                              gauge, requests being served
 - `model_version_info{model, version, state, device}`      gauge (1), every known version
 - `model_load_failures_total{model}`                       counter
 """
@@ -148,10 +149,16 @@ class _RepositoryCollector(Collector):
             "Every known model version (value 1), with its state and device",
             labels=["model", "version", "state", "device"],
         )
+        in_flight = GaugeMetricFamily(
+            f"{PREFIX}_requests_in_flight",
+            "Requests being served by each model (decoding, queued or running)",
+            labels=["model"],
+        )
         for name in self.repository.names():
             versions = self.repository.versions(name)
             ready = sum(v.state is ModelState.READY for v in versions)
             loaded.add_metric([name], ready)
+            in_flight.add_metric([name], sum(v.in_flight for v in versions))
             for v in versions:
                 device = v.device.kind if v.device else ""
                 info.add_metric([name, str(v.version), str(v.state), device], 1)
@@ -161,6 +168,7 @@ class _RepositoryCollector(Collector):
         for name, count in sorted(self.repository.load_failures.items()):
             failures.add_metric([name], count)
         yield loaded
+        yield in_flight
         yield info
         yield failures
 

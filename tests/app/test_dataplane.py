@@ -40,3 +40,30 @@ async def test_a_request_past_its_deadline_gets_503_with_retry_after(serve: Serv
     assert "did not answer within 0.2 s" in timed_out.json()["error"]
     assert "retry-after" in timed_out.headers
     assert health.status_code == 200
+
+
+async def test_a_model_that_raises_fails_only_its_batch(
+    serve: ServeFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.runtime import ModelRuntime
+
+    real_predict = ModelRuntime.predict_batch
+    failures_left = {"count": 0}
+
+    def flaky_predict(self: ModelRuntime, pixels):  # type: ignore[no-untyped-def]
+        if failures_left["count"] > 0:
+            failures_left["count"] -= 1
+            raise RuntimeError("device lost")
+        return real_predict(self, pixels)
+
+    monkeypatch.setattr(ModelRuntime, "predict_batch", flaky_predict)
+    async with serve() as client:
+        failures_left["count"] = 1
+        failed = await client.post(PREDICT, files={"files": ("a.png", png())})
+        recovered = await client.post(PREDICT, files={"files": ("b.png", png())})
+        ready = await client.get("/readyz")
+    assert failed.status_code == 500
+    assert failed.json()["code"] == "inference_failed"
+    assert "device lost" in failed.json()["error"]
+    assert recovered.status_code == 200
+    assert ready.status_code == 200
