@@ -1,0 +1,68 @@
+"""Evaluate an exported SavedModel through its serving signature.
+
+Evaluating the SavedModel (not the in-memory Keras model) means the figures in a model
+card are the figures of the exact artefact the service loads. The metrics themselves come
+from `app.metrics`, shared with the service.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from numpy.typing import NDArray
+
+from app.metrics import EvaluationReport, evaluate_probabilities
+from app.model_card import ModelCard
+from training.data import (
+    DataError,
+    LabelledArrays,
+    load_mnist_arrays,
+    load_xray_split_arrays,
+    mnist_split,
+)
+
+SIGNATURE = "serving_default"
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "probabilities"
+
+
+def predict_with_saved_model(
+    version_dir: Path, images: NDArray[np.float32], batch_size: int = 256
+) -> NDArray[np.float32]:
+    """Softmax probabilities `[N, classes]` from the SavedModel's serving signature."""
+    serve = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
+    batches = [
+        serve(**{INPUT_NAME: tf.constant(images[start : start + batch_size])})[OUTPUT_NAME]
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate([batch.numpy() for batch in batches]).astype(np.float32)
+
+
+def evaluate_saved_model(
+    version_dir: Path, data: LabelledArrays, class_names: list[str]
+) -> EvaluationReport:
+    probabilities = predict_with_saved_model(version_dir, data.images)
+    return evaluate_probabilities(data.labels, probabilities, class_names)
+
+
+def load_split_for_card(card: ModelCard, data_path: Path | None, split: str) -> LabelledArrays:
+    """Read one labelled split shaped as the model described by `card` expects it.
+
+    `mnist-digit` models read an MNIST npz (`test` -> x_test/y_test, `train`, or `val`
+    when the file holds x_val/y_val); `resize` models read a chest X-ray folder's split.
+    """
+    if card.preprocessing.kind == "mnist-digit":
+        arrays = load_mnist_arrays(data_path)
+        if f"x_{split}" not in arrays:
+            raise DataError(f"{data_path} holds no x_{split}/y_{split} arrays")
+        return mnist_split(arrays, split)
+    if data_path is None:
+        raise DataError(f"model {card.name} needs --data: a chest X-ray folder")
+    return load_xray_split_arrays(
+        data_path,
+        split,
+        image_size=(card.input.height, card.input.width),
+        channels=card.input.channels,
+    )
