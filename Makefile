@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint typecheck unit train clean
+.PHONY: serve test lint typecheck unit fuzz train clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+## fuzz: schemathesis against a live server, from the app's own OpenAPI schema
+fuzz: $(STAMP)
+	$(BIN)/python -m pytest -q -m fuzz tests/fuzz
 
 ## train: retrain both shipped models from the data in DATA (see README)
 DATA ?= ../shared/data
