@@ -2,20 +2,28 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+STAMP := $(VENV)/.installed-dev
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: serve test lint typecheck unit fuzz train clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+# The service needs only the runtime dependencies; tests add the dev and training extras.
+$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $@ $(RUNTIME_STAMP)
 
 ## serve: install if needed, then serve the shipped models on http://$(HOST):$(PORT)
-serve: $(STAMP)
+serve: $(RUNTIME_STAMP)
 	$(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 ## test: install if needed, then lint, type-check and run the whole test suite
