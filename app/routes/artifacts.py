@@ -37,6 +37,7 @@ PlotName = Annotated[
 _RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {"image/png": {}}, "description": "The plot as a PNG image"},
     404: {"model": ErrorResponse, "description": "Unknown model, version or plot"},
+    422: {"model": ErrorResponse, "description": "Invalid version number"},
     503: {"model": ErrorResponse, "description": "Model not loaded yet or failed to load"},
 }
 

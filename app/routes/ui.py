@@ -39,13 +39,13 @@ class AssetNotFound(ServingError):
     code = "not_found"
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 async def page() -> FileResponse:
     """The page itself."""
     return FileResponse(UI_DIR / "index.html", media_type=_MEDIA_TYPES[".html"], headers=_HEADERS)
 
 
-@router.get(ASSET_URL + "/{asset}")
+@router.api_route(ASSET_URL + "/{asset}", methods=["GET", "HEAD"])
 async def asset(asset: str) -> FileResponse:
     """A file of the page (stylesheet, script), from `app/static/ui/` only."""
     path = (UI_DIR / asset).resolve()

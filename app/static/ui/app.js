@@ -29,7 +29,7 @@
       else if (key === "style") node.style.cssText = value;
       else node.setAttribute(key, value === true ? "" : String(value));
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -39,6 +39,7 @@
   const pct = (p) => {
     if (p === null || p === undefined) return "n/a";
     if (p > 0 && p < 0.001) return "<0.1%";
+    if (p < 1 && p > 0.999) return ">99.9%";
     return `${(p * 100).toFixed(1)}%`;
   };
   const num = (x, digits = 3) => (x === null || x === undefined ? "n/a" : x.toFixed(digits));
@@ -124,6 +125,7 @@
     state.name = name;
     state.card = null;
     state.version = null;
+    state.predictSeq += 1; // answers still on their way are for the previous model
     history.replaceState(null, "", `#model=${encodeURIComponent(name)}`);
     clearResults();
     $("evaluation").replaceChildren();
@@ -161,7 +163,7 @@
     $("archive-hint").textContent = card
       ? `Folders named ${card.class_names.join(", ")}, e.g. ${card.class_names[0]}/image.png.`
       : "";
-    $("card").replaceChildren(card ? cardFacts(card) : el("p", { class: "muted" }, "No card."));
+    $("card").replaceChildren(...(card ? cardFacts(card) : [el("p", { class: "muted" }, "No card.")]));
     $("recorded-evaluation").replaceChildren(card ? evaluationView(card.evaluation) : "");
     const plot = $("training-plot");
     plot.hidden = true;
@@ -206,7 +208,7 @@
       el(
         "table",
         { class: "counts" },
-        el("caption", {}, "Training data: images per class and split"),
+        el("caption", {}, "Training data: images per split"),
         el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Class"), splits.map((s) => el("th", { scope: "col" }, s)))),
         el(
           "tbody",
@@ -236,7 +238,10 @@
         `Training curves of ${name} version ${version}: loss and accuracy on the training ` +
         "and validation data after each epoch.";
       plot.hidden = false;
-      caption.textContent = `Loss and accuracy per epoch while ${name} trained.`;
+      caption.replaceChildren(
+        `Loss and accuracy per epoch while ${name} trained. `,
+        el("a", { href: state.plotUrl, target: "_blank" }, "Open full size"),
+      );
     } catch (error) {
       if (seq !== state.selectSeq) return;
       plot.hidden = true;
@@ -264,11 +269,11 @@
     const matrix = el(
       "table",
       { class: "confusion" },
-      el("caption", {}, "Confusion matrix: rows are the true classes, columns the predicted ones"),
+      el("caption", {}, "Confusion matrix: rows true, columns predicted"),
       el(
         "thead",
         {},
-        el("tr", {}, el("th", { scope: "col" }, "true \\ predicted"), names.map((n) => el("th", { scope: "col" }, n))),
+        el("tr", {}, el("th", { scope: "col" }, "true \\ pred."), names.map((n) => el("th", { scope: "col" }, n))),
       ),
       el(
         "tbody",
@@ -287,7 +292,7 @@
               return el(
                 "td",
                 { class: i === j ? "diagonal" : null, style, title: `true ${names[i]}, predicted ${names[j]}: ${count}` },
-                int(count),
+                String(count),
               );
             }),
           );
@@ -297,7 +302,7 @@
     const perClass = el(
       "table",
       { class: "per-class" },
-      el("caption", {}, "Per class (one class against the rest)"),
+      el("caption", {}, "Per class, one against the rest"),
       el(
         "thead",
         {},
@@ -580,7 +585,8 @@
   function setUpApiKey() {
     const input = $("api-key");
     if (state.apiKey) $("api-key-box").hidden = false;
-    $("api-key-save").addEventListener("click", () => {
+    $("api-key-box").addEventListener("submit", (event) => {
+      event.preventDefault();
       state.apiKey = input.value.trim();
       sessionStorage.setItem(KEY_STORAGE, state.apiKey);
       state.name = null;

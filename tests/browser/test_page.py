@@ -1,0 +1,241 @@
+"""The page at / in a real browser: upload, draw, model panel, evaluation, phone screen."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import zipfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+if os.environ.get("CI") != "true":  # in CI a missing playwright fails the collection
+    pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]'"
+    )
+from playwright.sync_api import Browser, Page, expect
+
+from tests.app.images import encode
+from tests.browser.conftest import TIMEOUT_MS, load, screenshot, watch
+from tests.conftest import require_data
+from tests.e2e.conftest import LiveServer
+
+pytestmark = pytest.mark.e2e
+expect.set_options(timeout=TIMEOUT_MS)
+
+DIGIT_MODEL = "mnist-mlp"
+XRAY_MODEL = "pneumonia-cnn"
+RESULT = "#results .result"
+
+
+@pytest.fixture(scope="module")
+def mnist() -> tuple[np.ndarray, np.ndarray]:
+    with np.load(require_data("mnist.npz")) as arrays:
+        return arrays["x_test"][:500], arrays["y_test"][:500]
+
+
+def digit_files(
+    mnist: tuple[np.ndarray, np.ndarray], folder: Path, labels: list[int]
+) -> list[Path]:
+    """The first MNIST test digit of each label, as PNG files named after it."""
+    images, truth = mnist
+    paths = []
+    for label in labels:
+        index = int(np.flatnonzero(truth == label)[0])
+        path = folder / f"digit-{label}.png"
+        path.write_bytes(encode(images[index]))
+        paths.append(path)
+    return paths
+
+
+def matrix_of(page: Page, table: str) -> list[list[int]]:
+    rows = page.locator(f"{table} tbody tr")
+    return [
+        [int(cell.replace(",", "")) for cell in rows.nth(i).locator("td").all_inner_texts()]
+        for i in range(rows.count())
+    ]
+
+
+def figure(page: Page, scope: str, name: str) -> str:
+    return page.locator(f'{scope} [data-figure="{name}"] .figure').inner_text()
+
+
+def no_horizontal_overflow(page: Page) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
+
+
+def draw(page: Page, points: list[tuple[float, float]]) -> None:
+    """One stroke through `points` given as fractions of the canvas size."""
+    box = page.locator("#canvas").bounding_box()
+    assert box is not None
+    at = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    for x, y in at[1:]:
+        page.mouse.move(x, y, steps=12)
+    page.mouse.up()
+
+
+def test_uploaded_mnist_digits_are_read_right(
+    page: Page, mnist: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    expect(page.locator("#model")).to_have_value(DIGIT_MODEL)
+    expect(page.locator("#model-status")).to_contain_text("ready")
+    labels = [7, 2, 0]
+    page.set_input_files("#files", [str(p) for p in digit_files(mnist, tmp_path, labels)])
+    results = page.locator(RESULT)
+    expect(results).to_have_count(len(labels))
+    for i, label in enumerate(labels):
+        result = results.nth(i)
+        expect(result).to_have_attribute("data-label", str(label))
+        expect(result.locator(".bars li")).to_have_count(10)
+        expect(result.locator(".bars li.best .name")).to_have_text(str(label))
+        seen = result.locator("img.seen")
+        expect(seen).to_have_attribute("alt", re.compile(f"^What the model saw: .* digit-{label}"))
+        assert seen.evaluate("img => img.complete && img.naturalWidth") == 28
+        assert seen.evaluate("img => getComputedStyle(img).imageRendering") == "pixelated"
+    print("upload:", screenshot(page, "1-upload-mnist-digits"))
+
+
+def test_a_file_that_is_not_an_image_gets_a_readable_error(page: Page, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    page.set_input_files("#files", str(notes))
+    error = page.locator("#results .error")
+    expect(error).to_contain_text("notes.txt")
+    expect(error).to_contain_text("HTTP 415")
+    assert "{" not in error.inner_text()
+    print("error:", screenshot(page, "2-upload-error"))
+
+
+def test_digits_drawn_on_the_canvas_are_read(page: Page) -> None:
+    draw(page, [(0.5, 0.15), (0.52, 0.85)])  # a 1, white on black
+    result = page.locator(RESULT)
+    expect(result).to_have_attribute("data-label", "1")
+    print("draw 1:", screenshot(page, "3-draw-1"))
+
+    page.get_by_role("button", name="Clear").click()
+    expect(result).to_have_count(0)
+    page.get_by_label("Black on white").check()
+    draw(page, [(0.22, 0.2), (0.78, 0.2), (0.42, 0.88)])  # a 7, black on white
+    expect(result).to_have_attribute("data-label", "7")
+    print("draw 7:", screenshot(page, "4-draw-7-black-on-white"))
+
+
+def test_model_panel_shows_card_recorded_evaluation_and_training_curves(
+    page: Page, ui_server: LiveServer
+) -> None:
+    card = httpx.get(f"{ui_server.url}/api/v1/models/{DIGIT_MODEL}").json()["card"]
+    panel = page.locator("#model-panel")
+    expect(panel.locator("table.confusion")).to_be_hidden()
+    page.get_by_text("Model card, test evaluation and training curves").click()
+    expect(panel.locator("table.confusion")).to_be_visible()
+    assert (
+        matrix_of(page, "#recorded-evaluation table.confusion")
+        == card["evaluation"]["confusion_matrix"]
+    )
+    accuracy = f"{card['evaluation']['accuracy'] * 100:.1f}%"
+    assert figure(page, "#recorded-evaluation", "Accuracy") == accuracy
+    expect(panel.locator("table.per-class tbody tr")).to_have_count(10)
+    expect(panel.locator("dl.facts")).to_contain_text("mnist-digit")
+    expect(panel.locator("table.counts")).to_contain_text("test")
+    plot = page.locator("#training-plot")
+    expect(plot).to_be_visible()
+    expect(plot).to_have_attribute(
+        "alt", re.compile(f"^Training curves of {DIGIT_MODEL} version {card['version']}: loss")
+    )
+    assert plot.evaluate("img => img.complete && img.naturalWidth") > 100
+    print("model panel:", screenshot(page, "5-model-panel"))
+
+
+def test_evaluating_a_zip_of_labelled_digits(
+    page: Page, mnist: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    images, truth = mnist
+    per_class = 3
+    archive = tmp_path / "digits.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for label in range(10):
+            for n, index in enumerate(np.flatnonzero(truth == label)[:per_class]):
+                zipped.writestr(f"{label}/{n}.png", encode(images[index]))
+    page.set_input_files("#archive", str(archive))
+    page.get_by_role("button", name="Evaluate").click()
+    table = "#evaluation table.confusion"
+    expect(page.locator(table)).to_be_visible()
+    matrix = matrix_of(page, table)
+    assert [sum(row) for row in matrix] == [per_class] * 10
+    assert figure(page, "#evaluation", "Images") == str(10 * per_class)
+    correct = sum(matrix[i][i] for i in range(10))
+    assert figure(page, "#evaluation", "Accuracy") == f"{correct / (10 * per_class) * 100:.1f}%"
+    assert correct >= 27
+    print("evaluation:", screenshot(page, "6-evaluate-zip"))
+
+
+def test_a_broken_zip_is_reported_not_thrown(page: Page, tmp_path: Path) -> None:
+    archive = tmp_path / "broken.zip"
+    archive.write_bytes(io.BytesIO(b"PK not really a zip").getvalue())
+    page.set_input_files("#archive", str(archive))
+    page.get_by_role("button", name="Evaluate").click()
+    expect(page.locator("#evaluation .error")).to_contain_text("zip")
+
+
+def test_keyboard_users_see_where_focus_is(page: Page) -> None:
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "model":
+            break
+    assert page.evaluate("document.activeElement.id") == "model"
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("", "none")
+
+
+def test_the_xray_model_shows_its_limitations_and_data_credit(
+    page: Page, ui_server: LiveServer
+) -> None:
+    names = [m["name"] for m in httpx.get(f"{ui_server.url}/api/v1/models").json()["models"]]
+    if XRAY_MODEL not in names:
+        pytest.skip(f"{XRAY_MODEL} is not in the shipped models yet")
+    page.select_option("#model", XRAY_MODEL)
+    limitations = page.locator("#limitations")
+    expect(limitations).to_be_visible()
+    expect(limitations).to_contain_text("not a diagnostic tool")
+    expect(limitations).to_contain_text("Kermany")
+    expect(page.locator("#draw")).to_be_hidden()
+    expect(page.locator("footer")).to_contain_text("Kermany")
+    xray = sorted((require_data("chest_xray") / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
+    page.set_input_files("#files", str(xray))
+    result = page.locator(RESULT)
+    expect(result.locator(".bars li")).to_have_count(2)
+    seen = result.locator("img.seen")
+    assert seen.evaluate("img => img.complete && img.naturalWidth") > 28
+    print("x-ray model:", screenshot(page, "7-xray-model"))
+
+
+def test_fits_a_phone_screen(
+    browser: Browser, ui_server: LiveServer, mnist: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    context = browser.new_context(
+        viewport={"width": 375, "height": 740},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
+    page = context.new_page()
+    problems = watch(page)
+    try:
+        load(page, ui_server)
+        assert no_horizontal_overflow(page)
+        page.set_input_files("#files", [str(p) for p in digit_files(mnist, tmp_path, [3, 4])])
+        expect(page.locator(RESULT)).to_have_count(2)
+        page.get_by_text("Model card, test evaluation and training curves").click()
+        expect(page.locator("#recorded-evaluation table.confusion")).to_be_visible()
+        assert no_horizontal_overflow(page)
+        canvas = page.locator("#canvas").bounding_box()
+        assert canvas is not None and canvas["x"] + canvas["width"] <= 375
+        print("phone:", screenshot(page, "8-phone-375px"))
+    finally:
+        context.close()
+    assert not problems, problems
