@@ -90,6 +90,11 @@ class DataPlane:
                 f"input shape {list(pixels.shape)} does not match the model's "
                 f"[N, {', '.join(map(str, expected))}]"
             )
+        if len(pixels) > self.settings.max_files_per_request:
+            raise PayloadTooLarge(
+                f"{len(pixels)} inputs in one request is more than the limit of "
+                f"{self.settings.max_files_per_request}; split them over several requests"
+            )
         if not np.isfinite(pixels).all():
             raise InvalidInput("input holds NaN or infinite values")
         pixels = pixels.astype(np.float32, copy=False)

@@ -20,6 +20,7 @@ from app.docs import install_offline_docs
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.monitoring import RequestMetricsMiddleware, ServingMetrics
+from app.protocols import tfserving, v2
 from app.repository import ModelRepository
 from app.routes import admin, artifacts, health, inference, models, monitoring, ui
 from app.security import require_admin, require_api_key
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "models", "description": "What is served, model cards, recorded metrics"},
             {"name": "health", "description": "Liveness, readiness and Prometheus metrics"},
             {"name": "admin", "description": "Operator actions; need the API key"},
+            tfserving.OPENAPI_TAG,
+            v2.OPENAPI_TAG,
         ],
     )
     app.state.settings = settings
@@ -90,6 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inference.router, dependencies=protected)
     app.include_router(models.router, dependencies=protected)
     app.include_router(artifacts.router, dependencies=protected)
+    app.include_router(tfserving.router, dependencies=protected)
+    app.include_router(v2.health_router)  # server metadata and probes stay open
+    app.include_router(v2.router, dependencies=protected)
     app.include_router(admin.router, dependencies=[Depends(require_admin)])
     app.include_router(health.router)
     app.include_router(ui.router)

@@ -1,8 +1,11 @@
-"""Triton's own Python client (`tritonclient.http`) against a live server of tiny models.
+"""Real protocol clients against one live server of tiny models.
 
-It speaks the Open Inference Protocol V2 with binary tensor data by default, so this is
-the drop-in test: health, metadata, infer with JSON and binary tensors both ways, BYTES
-images and classification, checked against the native API for the same images.
+Triton's own Python client (`tritonclient.http`) speaks the Open Inference Protocol V2
+with binary tensor data by default, so it is the drop-in test: health, metadata, infer
+with JSON and binary tensors both ways, BYTES images and classification, checked against
+the native API for the same images. TF Serving has no maintained Python REST client, so
+its REST API is exercised here with plain httpx, as `curl` users and TF Serving's own
+docs do (the server is shared to keep the e2e run short).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from tests.e2e.conftest import LiveServer, start_server, stop_server
 pytestmark = pytest.mark.e2e
 
 DIGITS = "tiny-digits"
+TF_DIGITS = f"/v1/models/{DIGITS}"
 IMAGES = [png(1), png(2), png(3)]
 
 
@@ -150,7 +154,7 @@ def test_classification_top_classes_match_the_native_api(
         assert entries[0][2] == label
         scores = [float(score) for score, _, _ in entries]
         assert scores == sorted(scores, reverse=True)
-        assert scores[0] == pytest.approx(probabilities.max(), rel=1e-5)
+        assert scores[0] == pytest.approx(probabilities.max(), abs=1e-6)
         assert [int(index) for _, index, _ in entries] == [int(name) for _, _, name in entries]
 
 
@@ -164,6 +168,57 @@ def test_bad_input_raises_with_the_servers_message(client: triton.InferenceServe
     with pytest.raises(InferenceServerException) as raised:
         client.infer("nope", [tensor])
     assert raised.value.status() == "404"
+
+
+# TF Serving REST, with plain httpx ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def http(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+def test_tf_serving_status_and_metadata(http: httpx.Client) -> None:
+    status = http.get(TF_DIGITS).json()
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    metadata = http.get(f"{TF_DIGITS}/versions/1/metadata").json()
+    assert metadata["model_spec"]["version"] == "1"
+
+
+def test_tf_serving_row_and_columnar_tensors(
+    http: httpx.Client, client: triton.InferenceServerClient
+) -> None:
+    batch = pixels(2, seed=9)
+    row = http.post(f"{TF_DIGITS}:predict", json={"instances": batch.tolist()})
+    columnar = http.post(
+        f"{TF_DIGITS}/versions/1:predict", json={"inputs": {"pixels": batch.tolist()}}
+    )
+    assert row.status_code == columnar.status_code == 200
+    assert row.json()["predictions"] == columnar.json()["outputs"]
+    tensor = triton.InferInput("pixels", list(batch.shape), "FP32").set_data_from_numpy(batch)
+    v2 = client.infer(DIGITS, [tensor]).as_numpy("probabilities")
+    np.testing.assert_array_equal(np.array(row.json()["predictions"]), v2)
+
+
+def test_tf_serving_b64_images_match_the_native_api(
+    http: httpx.Client, native: dict[str, np.ndarray]
+) -> None:
+    instances = [{"b64": base64.b64encode(image).decode()} for image in IMAGES]
+    predict = http.post(
+        f"{TF_DIGITS}:predict", json={"signature_name": "serving_default", "instances": instances}
+    )
+    classify = http.post(f"{TF_DIGITS}:classify", json={"instances": instances})
+    np.testing.assert_allclose(predict.json()["predictions"], native["probabilities"], rtol=1e-6)
+    assert [result[0][0] for result in classify.json()["results"]] == native["labels"].tolist()
+
+
+def test_tf_serving_errors(http: httpx.Client) -> None:
+    unknown = http.post("/v1/models/nope:predict", json={"instances": [[0]]})
+    both = http.post(f"{TF_DIGITS}:predict", json={"instances": [[0]], "inputs": [[0]]})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"].startswith("Servable not found for request: Latest(nope)")
+    assert both.status_code == 400
 
 
 def _text(item: bytes | str) -> str:
