@@ -276,7 +276,161 @@ def native_cases() -> list[Case]:
     ]
 
 
-CASES = native_cases()
+def protocol_cases() -> list[Case]:
+    tfs = "/v1/models/mnist-mlp:predict"
+    v2 = "/v2/models/mnist-mlp/infer"
+    zeros = [[[0.0]] * 28] * 28
+
+    def v2_input(**overrides: Any) -> dict[str, Any]:
+        tensor = {"name": "pixels", "shape": [1, 28, 28, 1], "datatype": "FP32"}
+        tensor["data"] = [0.0] * 784
+        return {"json": {"inputs": [{**tensor, **overrides}]}}
+
+    def raw(body: bytes, **headers: str) -> dict[str, Any]:
+        return {"content": body, "headers": {"Content-Type": "application/json", **headers}}
+
+    nested = b"[" * 150_000 + b"]" * 150_000
+    return [
+        Case("TFS malformed JSON", "POST", tfs, 400, "", raw(b'{"instances": [1,')),
+        Case(
+            "TFS 150,000 nested levels",
+            "POST",
+            tfs,
+            400,
+            "",
+            raw(b'{"instances": ' + nested + b"}"),
+        ),
+        Case(
+            "TFS instances and inputs",
+            "POST",
+            tfs,
+            400,
+            "",
+            {"json": {"instances": [zeros], "inputs": [zeros]}},
+        ),
+        Case("TFS neither instances nor inputs", "POST", tfs, 400, "", {"json": {"signature": 1}}),
+        Case(
+            "TFS wrong tensor shape",
+            "POST",
+            tfs,
+            400,
+            "shape",
+            {"json": {"instances": [[[0.0] * 27] * 28]}},
+        ),
+        Case("TFS NaN", "POST", tfs, 400, "", raw(b'{"instances": [[[NaN]]]}')),
+        Case("TFS Infinity", "POST", tfs, 400, "", raw(b'{"instances": [[[Infinity]]]}')),
+        Case(
+            "TFS non-numeric values",
+            "POST",
+            tfs,
+            400,
+            "",
+            {"json": {"instances": [[["a"] * 28] * 28]}},
+        ),
+        Case(
+            "TFS unknown signature",
+            "POST",
+            tfs,
+            400,
+            "signature",
+            {"json": {"instances": [zeros], "signature_name": "other"}},
+        ),
+        Case(
+            "TFS bad b64", "POST", tfs, 400, "", {"json": {"instances": [{"b64": "%%%not base64"}]}}
+        ),
+        Case(
+            "TFS b64 of a PDF",
+            "POST",
+            tfs,
+            400,
+            "PDF",
+            {"json": {"instances": [{"b64": "JVBERi0xLjcK"}]}},
+        ),
+        Case(
+            "TFS unknown model",
+            "POST",
+            "/v1/models/nope:predict",
+            404,
+            "nope",
+            {"json": {"instances": [zeros]}},
+        ),
+        Case("TFS unknown version", "GET", "/v1/models/mnist-mlp/versions/99", 404, "99"),
+        Case("V2 malformed JSON", "POST", v2, 400, "", raw(b'{"inputs": [')),
+        Case("V2 150,000 nested levels", "POST", v2, 400, "", raw(b'{"inputs": ' + nested + b"}")),
+        Case("V2 wrong datatype", "POST", v2, 400, "FP32", v2_input(datatype="INT8")),
+        Case("V2 unknown datatype", "POST", v2, 400, "", v2_input(datatype="FP128")),
+        Case(
+            "V2 wrong shape",
+            "POST",
+            v2,
+            400,
+            "shape",
+            v2_input(shape=[1, 27, 28, 1], data=[0.0] * 756),
+        ),
+        Case("V2 data size does not match shape", "POST", v2, 400, "", v2_input(data=[0.0] * 700)),
+        Case("V2 negative dimension", "POST", v2, 400, "", v2_input(shape=[-1, 28, 28, 1])),
+        Case(
+            "V2 NaN",
+            "POST",
+            v2,
+            400,
+            "",
+            raw(
+                b'{"inputs": [{"name": "pixels", "shape": [1, 1], '
+                b'"datatype": "FP32", "data": [NaN]}]}'
+            ),
+        ),
+        Case("V2 no inputs", "POST", v2, 400, "", {"json": {"inputs": []}}),
+        Case(
+            "V2 classification not a number",
+            "POST",
+            v2,
+            400,
+            "",
+            {
+                "json": {
+                    **v2_input()["json"],
+                    "outputs": [
+                        {"name": "probabilities", "parameters": {"classification": "many"}}
+                    ],
+                }
+            },
+        ),
+        Case(
+            "V2 classification out of range",
+            "POST",
+            v2,
+            400,
+            "",
+            {
+                "json": {
+                    **v2_input()["json"],
+                    "outputs": [{"name": "probabilities", "parameters": {"classification": -3}}],
+                }
+            },
+        ),
+        Case(
+            "V2 unknown output",
+            "POST",
+            v2,
+            400,
+            "",
+            {"json": {**v2_input()["json"], "outputs": [{"name": "logits"}]}},
+        ),
+        Case(
+            "V2 binary header longer than the body",
+            "POST",
+            v2,
+            400,
+            "",
+            {"content": b'{"inputs": []}', "headers": {"Inference-Header-Content-Length": "9999"}},
+        ),
+        Case("V2 unknown model", "POST", "/v2/models/nope/infer", 404, "nope", v2_input()),
+        Case("V2 unknown version", "GET", "/v2/models/mnist-mlp/versions/99", 404, "99"),
+    ]
+
+
+CASES = native_cases() + protocol_cases()
 
 
 def rss_kib(pid: int) -> int:
@@ -288,6 +442,11 @@ def rss_kib(pid: int) -> int:
 
 def test_the_corpus_is_large_enough() -> None:
     assert len(CASES) >= 30
+    families = {
+        ("v1" if c.path.startswith("/v1") else "v2" if c.path.startswith("/v2") else "native")
+        for c in CASES
+    }
+    assert families == {"native", "v1", "v2"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
