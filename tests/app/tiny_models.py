@@ -13,7 +13,14 @@ import keras
 import numpy as np
 
 from app.metrics import evaluate_probabilities
-from app.model_card import DataSource, InputSpec, ModelCard, Preprocessing, TrainingRecord
+from app.model_card import (
+    DataSource,
+    InputSpec,
+    ModelCard,
+    Preprocessing,
+    PreprocessingKind,
+    TrainingRecord,
+)
 from training.export import write_saved_model
 
 TINY_DIGITS = "tiny-digits"
@@ -35,7 +42,7 @@ def build_tiny(input_shape: tuple[int, int, int], classes: int, seed: int) -> ke
 
 
 def tiny_card(
-    name: str, version: int, class_names: list[str], spec: InputSpec, kind: str
+    name: str, version: int, class_names: list[str], spec: InputSpec, kind: PreprocessingKind
 ) -> ModelCard:
     probabilities = np.full((len(class_names), len(class_names)), 1 / len(class_names))
     evaluation = evaluate_probabilities(list(range(len(class_names))), probabilities, class_names)
@@ -46,7 +53,7 @@ def tiny_card(
         description=f"untrained {name} for tests",
         class_names=class_names,
         input=spec,
-        preprocessing=Preprocessing(kind=kind),  # type: ignore[arg-type]
+        preprocessing=Preprocessing(kind=kind),
         architecture="tiny test MLP",
         parameter_count=0,
         training=TrainingRecord(
