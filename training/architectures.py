@@ -34,12 +34,16 @@ def build_mnist_mlp(
 
 
 def build_pneumonia_cnn(
-    image_size: tuple[int, int] = (128, 128), channels: int = 1, num_classes: int = 2
+    image_size: tuple[int, int] = (128, 128),
+    channels: int = 1,
+    num_classes: int = 2,
+    dropout: float = 0.0,
 ) -> keras.Model:
     """Conv 32 -> MaxPool -> Conv 64 -> MaxPool -> Conv 128 -> Dense 128 -> 2.
 
     All three convolutions are 3x3, stride 2, relu, as in the chapter (whose 1024x1024
-    input needed the strides); here at a CPU-practical input size.
+    input needed the strides); here at a CPU-practical input size. `dropout` > 0 adds one
+    Dropout layer between Flatten and the Dense 128 layer (which holds most parameters).
     """
     return keras.Sequential(
         [
@@ -50,6 +54,7 @@ def build_pneumonia_cnn(
             layers.MaxPooling2D(2, name="pool_2"),
             layers.Conv2D(128, 3, strides=2, activation="relu", name="conv_3"),
             layers.Flatten(name="flatten"),
+            *([layers.Dropout(dropout, name="dropout")] if dropout > 0 else []),
             layers.Dense(128, activation="relu", name="dense"),
             layers.Dense(num_classes, activation="softmax", name="probabilities"),
         ],

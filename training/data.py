@@ -265,11 +265,19 @@ def xray_augmentation(seed: int) -> tf.keras.layers.Layer:
     )
 
 
-def balanced_class_weights(labels: NDArray[np.int64], num_classes: int) -> dict[int, float]:
-    """Weights `N / (classes * N_c)`, so each class adds the same total to the loss."""
+def balanced_class_weights(
+    labels: NDArray[np.int64], num_classes: int, power: float = 1.0
+) -> dict[int, float]:
+    """Weights `(N / (classes * N_c)) ** power`.
+
+    `power` 1 makes each class add the same total to the loss; 0.5 (the square root)
+    corrects the imbalance half-way on a log scale; 0 gives every class weight 1.
+    """
+    if power < 0:
+        raise ValueError(f"class weight power must be >= 0, got {power}")
     counts = np.bincount(labels, minlength=num_classes)
     return {
-        index: float(len(labels) / (num_classes * count))
+        index: float((len(labels) / (num_classes * count)) ** power)
         for index, count in enumerate(counts)
         if count
     }
@@ -284,6 +292,7 @@ def load_xray_training(
     seed: int,
     augment: bool,
     class_weighting: bool,
+    class_weight_power: float = 1.0,
 ) -> TrainingData:
     """Chest X-ray pipelines: train (shuffled, optionally augmented) and val."""
     check_xray_folder(root, XRAY_SPLITS)
@@ -311,7 +320,9 @@ def load_xray_training(
             "val": count_labels(val_labels, XRAY_CLASS_NAMES),
             "test": count_labels(test_labels, XRAY_CLASS_NAMES),
         },
-        class_weights=balanced_class_weights(train_labels, len(XRAY_CLASS_NAMES))
+        class_weights=balanced_class_weights(
+            train_labels, len(XRAY_CLASS_NAMES), class_weight_power
+        )
         if class_weighting
         else None,
         notes={"augmentation": augment},

@@ -42,19 +42,31 @@ class FitSettings:
     patience: int = 3
     restore_best: bool = True
     reduce_lr_patience: int | None = None  # halve the rate after this many flat epochs
+    ema_momentum: float | None = None  # validate, checkpoint and export weight averages
     verbose: int = 1  # Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """A Keras optimizer by name (`adam`, `sgd`, `rmsprop`, ...) with a learning rate."""
-    optimizer = keras.optimizers.get({"class_name": name, "config": {}})
+def make_optimizer(
+    name: str, learning_rate: float, ema_momentum: float | None = None
+) -> keras.optimizers.Optimizer:
+    """A Keras optimizer by name (`adam`, `sgd`, `rmsprop`, ...) with a learning rate.
+
+    With `ema_momentum`, the optimizer also keeps an exponential moving average of the
+    weights (`use_ema=True`), which `fit_in_run_dir` validates, checkpoints and exports.
+    """
+    config: dict[str, Any] = {}
+    if ema_momentum is not None:
+        config = {"use_ema": True, "ema_momentum": ema_momentum}
+    optimizer = keras.optimizers.get({"class_name": name, "config": config})
     optimizer.learning_rate = learning_rate
     return optimizer
 
 
-def compile_model(model: keras.Model, optimizer: str, learning_rate: float) -> None:
+def compile_model(
+    model: keras.Model, optimizer: str, learning_rate: float, ema_momentum: float | None = None
+) -> None:
     model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate),
+        optimizer=make_optimizer(optimizer, learning_rate, ema_momentum),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -108,6 +120,41 @@ class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.wait = len(self._previous_losses) - 1 - best_epoch
 
 
+class _SwapEMA(keras.callbacks.SwapEMAWeights):
+    """Validation runs on the optimizer's weight averages (EMA) instead of the raw weights.
+
+    Keras swaps the averages in only at the very end of `fit`
+    (`optimizer.finalize_variable_values`), so without this callback every per-epoch
+    `val_loss` (early stopping, the best checkpoint, the learning-rate schedule) would
+    judge the raw, noisier weights, and a restored best epoch would hold raw weights.
+    """
+
+    _ema_weights_in_model: bool  # set by SwapEMAWeights.__init__
+
+    def swap_at_epoch_end(self, *, ema_in_model: bool) -> None:
+        if self._ema_weights_in_model != ema_in_model:
+            self._swap_variables()
+            self._ema_weights_in_model = ema_in_model
+
+
+class _EMAAtEpochEnd(keras.callbacks.Callback):
+    """Put the EMA weights in the model (`ema_in_model=True`) or take them back out.
+
+    `fit_in_run_dir` places one of each around the epoch-end callbacks that must see the
+    EMA weights (best checkpoint, early stopping, ...), so training itself always goes on
+    from the raw weights, and `last.keras` (saved before) holds the exact training state
+    for `resume`: raw weights plus the optimizer's averages.
+    """
+
+    def __init__(self, swap: _SwapEMA, *, ema_in_model: bool) -> None:
+        super().__init__()
+        self._swap = swap
+        self._ema_in_model = ema_in_model
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._swap.swap_at_epoch_end(ema_in_model=self._ema_in_model)
+
+
 def fit_in_run_dir(
     model: keras.Model,
     data: TrainingData,
@@ -119,12 +166,22 @@ def fit_in_run_dir(
 
     Returns the full history of the run, including epochs from before a resume. With
     `restore_best`, the model ends with the weights of its best validation epoch.
+
+    With an EMA optimizer (`compile_model(..., ema_momentum=...)`), the validation
+    metrics, `best.keras` and the weights the model ends with are the weight averages;
+    `last.keras` keeps the raw weights (and the averages in its optimizer state) so a
+    resumed run carries on exactly.
     """
     previous = read_history(run_dir)
     previous_losses = previous.get(MONITOR, [])
+    ema_swap = _SwapEMA() if getattr(model.optimizer, "use_ema", False) else None
     callbacks: list[keras.callbacks.Callback] = [
         _EpochTimer(),
         keras.callbacks.ModelCheckpoint(run_dir / LAST_CHECKPOINT),
+    ]
+    if ema_swap is not None:
+        callbacks += [ema_swap, _EMAAtEpochEnd(ema_swap, ema_in_model=True)]
+    callbacks += [
         keras.callbacks.ModelCheckpoint(
             run_dir / BEST_CHECKPOINT,
             monitor=MONITOR,
@@ -145,6 +202,10 @@ def fit_in_run_dir(
                 monitor=MONITOR, factor=0.5, patience=settings.reduce_lr_patience, verbose=1
             )
         )
+    if ema_swap is not None:
+        # Raw weights back before the next epoch trains; `fit` then ends by copying the
+        # averages into the model (`optimizer.finalize_variable_values`).
+        callbacks.append(_EMAAtEpochEnd(ema_swap, ema_in_model=False))
     callbacks.extend(extra_callbacks)
     initial_epoch = completed_epochs(previous)
     if initial_epoch < settings.epochs and not _stopped_early(previous_losses, settings):

@@ -65,7 +65,7 @@ def start_run(
         model = keras.models.load_model(request.initial_model)
     else:
         model = build_model(request)
-    compile_model(model, request.optimizer, request.learning_rate)
+    compile_model(model, request.optimizer, request.learning_rate, request.ema_momentum)
     return _finish_run(request, run_dir, model, data, extra_callbacks)
 
 
@@ -91,10 +91,10 @@ def resume_run(
         model = keras.models.load_model(checkpoint)  # weights and optimizer state
     elif request.initial_model:
         model = keras.models.load_model(request.initial_model)
-        compile_model(model, request.optimizer, request.learning_rate)
+        compile_model(model, request.optimizer, request.learning_rate, request.ema_momentum)
     else:
         model = build_model(request)
-        compile_model(model, request.optimizer, request.learning_rate)
+        compile_model(model, request.optimizer, request.learning_rate, request.ema_momentum)
     return _finish_run(request, run_dir, model, data, extra_callbacks)
 
 
@@ -131,7 +131,9 @@ def start_retrain(
         image_size=[card.input.height, card.input.width],
         channels=card.input.channels,
         hidden_units=hyperparameters.get("hidden_units", [128, 60]),
-        dropout=hyperparameters.get("dropout", 0.0),
+        dropout=hyperparameters.get("dropout") or 0.0,
+        ema_momentum=hyperparameters.get("ema_momentum"),
+        class_weight_power=hyperparameters.get("class_weight_power") or 1.0,
         initial_model=str(keras_model.resolve()),
         parent={"name": card.name, "version": card.version},
     )
@@ -155,6 +157,7 @@ def _finish_run(
         patience=request.patience,
         restore_best=request.restore_best,
         reduce_lr_patience=request.reduce_lr_patience,
+        ema_momentum=request.ema_momentum,
         verbose=request.verbose,
     )
     history = fit_in_run_dir(model, data, settings, run_dir, extra_callbacks)

@@ -77,17 +77,19 @@ class TrainRequest:
     patience: int = 3
     restore_best: bool = True
     reduce_lr_patience: int | None = None
+    ema_momentum: float | None = None  # Adam(use_ema=True): validate/export weight averages
     verbose: int = 1
     # mnist-mlp
     validation_split: float = 0.3
     hidden_units: list[int] = field(default_factory=lambda: [128, 60])
-    dropout: float = 0.2
+    dropout: float = 0.2  # mnist-mlp: after the first hidden layer; pneumonia-cnn: before Dense
     # pneumonia-cnn
     architecture: str = "pneumonia-cnn"
     image_size: list[int] = field(default_factory=lambda: [128, 128])
     channels: int = 1
     augment: bool = True
     class_weights: bool = True
+    class_weight_power: float = 1.0  # weights = balanced ** power (1 balanced, 0 none)
     # retraining
     initial_model: str | None = None
     parent: dict[str, Any] | None = None
@@ -124,6 +126,7 @@ def load_training_data(request: TrainRequest) -> TrainingData:
         seed=request.seed,
         augment=request.augment,
         class_weighting=request.class_weights,
+        class_weight_power=request.class_weight_power,
     )
 
 
@@ -141,7 +144,7 @@ def build_model(request: TrainRequest) -> keras.Model:
     shape = (*request.size, request.channels)
     classes = len(XRAY_CLASS_NAMES)
     if request.architecture == "pneumonia-cnn":
-        return build_pneumonia_cnn(request.size, request.channels, classes)
+        return build_pneumonia_cnn(request.size, request.channels, classes, request.dropout)
     if request.architecture == "lenet5":
         return build_lenet5(shape, classes)
     if request.architecture == "alexnet":
@@ -222,10 +225,12 @@ def _describe(request: TrainRequest) -> str:
             f"Dense 10 softmax{dropout}."
         )
     height, width = request.size
+    dropout = f"Dropout {request.dropout} -> " if request.dropout else ""
     return (
         f"Chest X-ray classifier, NORMAL vs PNEUMONIA ({request.architecture}) on "
         f"{height}x{width}x{request.channels} images: Conv 32 -> MaxPool -> Conv 64 -> "
-        "MaxPool -> Conv 128 stride 2 -> Dense 128 -> Dense 2 softmax (3x3 relu convolutions)."
+        f"MaxPool -> Conv 128 stride 2 -> {dropout}Dense 128 -> Dense 2 softmax "
+        "(3x3 relu convolutions)."
         if request.architecture == "pneumonia-cnn"
         else f"Chest X-ray classifier, NORMAL vs PNEUMONIA ({request.architecture}) on "
         f"{height}x{width}x{request.channels} images."
@@ -253,6 +258,7 @@ def _hyperparameters(request: TrainRequest, history: History) -> dict[str, Any]:
         "patience": request.patience,
         "restore_best_weights": request.restore_best,
         "reduce_lr_on_plateau_patience": request.reduce_lr_patience,
+        "ema_momentum": request.ema_momentum,
     }
     if history.get("val_loss"):
         common["best_val_loss"] = min(history["val_loss"])
@@ -265,6 +271,7 @@ def _hyperparameters(request: TrainRequest, history: History) -> dict[str, Any]:
         }
     return {
         **common,
+        "dropout": request.dropout if request.architecture == "pneumonia-cnn" else None,
         "image_size": request.image_size,
         "channels": request.channels,
         "augmentation": (
@@ -273,4 +280,5 @@ def _hyperparameters(request: TrainRequest, history: History) -> dict[str, Any]:
             else None
         ),
         "resize": "Pillow BILINEAR (as the service)",
+        "class_weight_power": request.class_weight_power if request.class_weights else None,
     }

@@ -56,6 +56,13 @@ def test_pneumonia_cnn_structure() -> None:
     assert model.output_shape == (None, 2)
 
 
+def test_pneumonia_cnn_dropout_comes_before_the_dense_layer() -> None:
+    model = build_pneumonia_cnn((64, 64), channels=1, dropout=0.25)
+    assert layer_kinds(model)[-4:] == ["Flatten", "Dropout", "Dense", "Dense"]
+    assert model.get_layer("dropout").rate == pytest.approx(0.25)
+    assert model.count_params() == build_pneumonia_cnn((64, 64), channels=1).count_params()
+
+
 def test_lenet5_structure_and_parameters() -> None:
     model = build_lenet5((32, 32, 1), num_classes=10)
     assert layer_kinds(model) == [

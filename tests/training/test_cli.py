@@ -12,7 +12,7 @@ import tensorflow as tf
 from app.model_card import ModelCard
 from tests.training.conftest import write_tiny_mnist
 from training.__main__ import main
-from training.cli import build_parser
+from training.cli import DEFAULTS, build_parser
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--verbose", "0"]
 
@@ -91,6 +91,17 @@ def test_train_pneumonia_records_imbalance_and_limitations(tiny_xray: Path, tmp_
     assert "Kermany" in card.limitations and "CC BY 4.0" in card.limitations
     assert card.evaluation.roc_auc is not None
     assert card.training.data.counts["test"] == {"NORMAL": 4, "PNEUMONIA": 5}
+    defaults = DEFAULTS["pneumonia-cnn"]
+    hyperparameters = card.training.hyperparameters
+    assert hyperparameters["ema_momentum"] == (defaults["ema_momentum"] or None)
+    assert hyperparameters["dropout"] == defaults["dropout"]
+    assert hyperparameters["patience"] == defaults["patience"]
+    power = hyperparameters["class_weight_power"]
+    assert power == defaults["class_weight_power"]
+    train_counts = card.training.data.counts["train"]
+    for name, count in train_counts.items():
+        balanced = sum(train_counts.values()) / (2 * count)
+        assert card.training.class_weights[name] == pytest.approx(balanced**power)
     serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     assert serve(pixels=tf.zeros([3, 64, 72, 1]))["probabilities"].shape == (3, 2)
 

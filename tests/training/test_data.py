@@ -140,6 +140,19 @@ def test_balanced_class_weights_make_each_class_count_equally() -> None:
     assert weights[0] * 10 == pytest.approx(weights[1] * 30)
 
 
+def test_class_weight_power_softens_the_balanced_weights() -> None:
+    labels = np.array([0] * 10 + [1] * 30)
+    balanced = balanced_class_weights(labels, 2)
+    assert balanced == pytest.approx({0: 2.0, 1: 2 / 3})
+    assert balanced_class_weights(labels, 2, power=1.0) == balanced
+    assert balanced_class_weights(labels, 2, power=0.5) == pytest.approx(
+        {0: np.sqrt(2.0), 1: np.sqrt(2 / 3)}
+    )
+    assert balanced_class_weights(labels, 2, power=0.0) == {0: 1.0, 1: 1.0}
+    with pytest.raises(ValueError, match="power"):
+        balanced_class_weights(labels, 2, power=-1.0)
+
+
 def test_images_are_resized_exactly_as_the_service_does(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     path = tmp_path / "scan.jpeg"

@@ -92,3 +92,29 @@ def test_early_stopping_stops_and_restores_the_best_epoch(tiny_mnist: Path, tmp_
     best = keras.models.load_model(tmp_path / BEST_CHECKPOINT)
     for restored, saved in zip(model.get_weights(), best.get_weights(), strict=True):
         np.testing.assert_array_equal(restored, saved)
+
+
+def test_ema_weights_are_validated_checkpointed_and_kept(tiny_mnist: Path, tmp_path: Path) -> None:
+    """With `use_ema`, every val_loss, best.keras and the final model are the averages;
+    last.keras keeps the raw weights with the averages in its optimizer (for resume)."""
+    data = load_mnist_training(tiny_mnist, validation_split=0.3, batch_size=8, seed=0)
+    keras.utils.set_random_seed(0)
+    model = build_mnist_mlp()
+    compile_model(model, "adam", 0.01, ema_momentum=0.9)
+    settings = FitSettings(epochs=3, early_stopping=False, restore_best=False, verbose=0)
+    history = fit_in_run_dir(model, data, settings, tmp_path)
+
+    def val_loss(m: keras.Model) -> float:
+        return float(m.evaluate(data.validation, verbose=0, return_dict=True)["loss"])
+
+    assert val_loss(model) == pytest.approx(history["val_loss"][-1], rel=1e-5)
+    best = keras.models.load_model(tmp_path / BEST_CHECKPOINT)
+    assert val_loss(best) == pytest.approx(min(history["val_loss"]), rel=1e-5)
+    last = keras.models.load_model(tmp_path / LAST_CHECKPOINT)
+    assert last.optimizer.use_ema
+    averages = [v.numpy() for v in last.optimizer._model_variables_moving_average]
+    for average, final in zip(averages, model.get_weights(), strict=True):
+        np.testing.assert_allclose(average, final, rtol=1e-6, atol=1e-7)
+    pairs = zip(last.get_weights(), model.get_weights(), strict=True)
+    raw_differs = any(not np.allclose(raw, final) for raw, final in pairs)
+    assert raw_differs, "last.keras should hold the raw (not averaged) weights"
