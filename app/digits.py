@@ -4,43 +4,46 @@ Why this module exists
     The MNIST MLP was trained on raw MNIST pixels, and MNIST images are very particular: a
     white digit on a pure black background, its bounding box scaled so the longest side is
     20 pixels (aspect ratio kept, anti-aliased), then placed in a 28x28 field so that its
-    centre of mass sits at the centre. A multilayer perceptron has no translation or scale
-    invariance at all, so an upload that differs in any of these respects (dark ink on light
-    paper, off-centre, three times too big, grey paper, JPEG noise) is misclassified even
-    when a person reads it at a glance. Rather than hope users crop perfectly, we redo the
-    construction of MNIST on whatever we are given:
+    centre of mass sits at the centre. A multilayer perceptron has no tolerance for shifts
+    or changes of scale, so an upload that differs in any of these respects (dark ink on
+    light paper, off-centre, three times too big, tinted paper, JPEG noise) is
+    misclassified even when a person reads it at a glance. Rather than hope users crop
+    perfectly, we redo the construction of MNIST on whatever we are given:
 
-    1. `to_grayscale`: any Pillow mode to float luminance 0..255; transparency is
-       composited over a background that contrasts with the drawing; large pictures are
-       reduced first, because nothing finer than a few pixels per output pixel survives.
-    2. `to_white_on_black`: detect the polarity from the border and the bulk of the
-       pixels (both are mostly paper) and invert dark-on-light drawings.
-    3. `remove_background`: subtract the (possibly unevenly lit) paper level, stretch the
-       ink to 255 like MNIST's saturated stroke cores, and cut off noise at a level
-       measured from the paper itself, so JPEG artefacts and paper texture become black.
-    4. `crop_to_content`: the bounding box of the ink, ignoring isolated specks.
+    1. `to_grayscale`: any Pillow mode to float luminance 0..255. Transparency is
+       composited over a background that suits the drawing, and large pictures are reduced
+       first, because detail finer than a fraction of an output pixel cannot survive.
+    2. `to_white_on_black`: detect the polarity from the border, which is mostly paper,
+       and invert dark-on-light drawings.
+    3. `remove_background`: subtract the paper's level (a plane, so a lighting gradient
+       goes too), cut off the paper's own noise (JPEG artefacts, texture) at a level
+       measured on the paper, and stretch the ink to 255 like MNIST's saturated strokes.
+    4. `crop_to_content`: the bounding box of the ink, ignoring its faint soft edge and
+       isolated specks.
     5. `fit_in_box`: scale so the longest side is 20 pixels, aspect ratio kept.
     6. `center_by_mass`: place it in 28x28 with its centre of mass at the centre.
 
-    Every step is a no-op (or very nearly) on a genuine MNIST digit, so the service sees
-    MNIST test images exactly as the model was evaluated on them.
+    On a genuine MNIST digit every step is a no-op or very nearly one, so MNIST test
+    images sent to the service are classified as well as the raw arrays.
 
 Conventions
     Arrays are float32, indexed [row, column], values 0..255, ink bright. The centre of
     mass of the 28x28 output is at (14.0, 14.0) in pixel-index coordinates (pixel (r, c)
-    has its centre at (r, c)), to within half a pixel because shifts are whole pixels; this
-    is where MNIST's own centres of mass lie (test set: mean (13.99, 14.01), every digit
-    within [13.5, 14.5]). A picture with no ink in it becomes all zeros.
+    has its centre at (r, c)), to within half a pixel because the digit is shifted by whole
+    pixels. That is where MNIST's own centres of mass are (test set: mean (13.99, 14.01),
+    every digit within [13.5, 14.5]). A picture with no ink in it becomes all zeros.
 
-Only NumPy and Pillow are used, and the float work happens on a small image, so the whole
+Only NumPy and Pillow are used, and the float work happens on a small image, so the
 pipeline costs well under a millisecond for a 28x28 upload and a few for a camera photo.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageChops
 
 FloatImage = NDArray[np.float32]
 
@@ -51,139 +54,157 @@ BOX_SIZE = 20
 """Longest side of the digit's bounding box inside the field, as in MNIST."""
 
 WORKING_MAX_SIDE = 160
-"""Pictures larger than about this are reduced by a whole factor before any float work.
+"""Pictures at least twice this size are reduced by a whole factor before any float work.
 
-A digit that fills a third of the picture still keeps over twice the resolution of the
-20-pixel box, which is all the anti-aliased downsampling in `fit_in_box` needs.
+A digit a third of the picture's size still gets over twice the resolution of the 20-pixel
+box, which is all the anti-aliased downsampling in `fit_in_box` needs.
 """
 
 NOISE_THRESHOLD_SIGMAS = 4.0
-"""Ink must stand this many paper-noise standard deviations above the paper to count."""
+"""Ink must stand this many standard deviations of paper noise above the paper to count."""
+
+MAX_NOISE_SHARE = 0.75
+"""Paper noise whose cut-off would exceed this share of the ink's contrast is not believed.
+
+Such a spread comes from having too little paper to measure (a digit cropped tight, whose
+soft edges then pass for paper), so the noise is measured between neighbouring pixels.
+"""
 
 MIN_INK_CONTRAST = 12.0
-"""Below this difference between ink and paper (grey levels) the picture counts as blank."""
+"""Ink less than this many grey levels above the paper is not ink: the picture is blank."""
 
-CROP_MIN_FRACTION = 0.2
-CORE_PERCENTILE = 95
+EXTENT_MIN_FRACTION = 0.2
+"""Pixels dimmer than this fraction of the brightest do not widen the bounding box.
+
+They are the soft edge that blur, JPEG and upscaling spread around strokes; counting them
+would make the digit too small once fitted in the box. MNIST's own digits are barely
+affected (their edge pixels are mostly brighter than this).
+"""
 
 SPECK_MAX_FRACTION = 0.02
-"""A blob cut off from the rest by empty rows or columns, holding less than this share of
-the ink, is treated as dust and left out of the bounding box."""
+"""A group of rows or columns cut off from the rest by empty ones, holding less than this
+share of the ink, is a speck of dust and does not widen the bounding box."""
 
-_HIGH_BIT_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+_HIGH_BIT_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _SIXTEEN_BIT_MAX = 65535.0
-_STATISTICS_PIXELS = 4096
+_PLANE_SAMPLE_PIXELS = 1024
+_MAD_TO_SIGMA = 1.4826  # standard deviation / median absolute deviation, for Gaussian noise
+_QUANTISATION_NOISE = 12**-0.5  # standard deviation of rounding to whole grey levels
 
 
 def to_grayscale(image: Image.Image, max_side: int | None = WORKING_MAX_SIDE) -> FloatImage:
     """Return the picture's luminance as a float32 array with values 0..255.
 
-    Any Pillow mode is accepted. 16-bit and 32-bit images are scaled from their nominal
-    range (0..65535) when their values exceed 0..255. Transparent areas are composited over
-    a background chosen to suit the drawing: when the opaque part is a sparse drawing (less
-    than half the area), the background contrasts with it (black strokes on a transparent
-    PNG land on white); when the opaque part is most of the picture (a photo with
-    transparent margins), the background matches its typical tone, i.e. the paper.
+    Any Pillow mode is accepted. 16- and 32-bit images whose values exceed 255 are scaled
+    from their nominal range 0..65535. Transparent areas are composited over a background
+    that suits the drawing: when the opaque part is sparse (under half the area, e.g. pen
+    strokes exported from a drawing app) the background contrasts with it, so black strokes
+    land on white and white strokes on black; when the opaque part is most of the picture
+    (a photo with transparent margins) the background takes its typical tone, the paper's.
 
-    Pictures whose longest side is at least twice `max_side` are first reduced by a whole
-    factor (box averaging, so it also averages away pixel noise); `None` keeps full size.
+    A picture whose longest side is at least twice `max_side` is first reduced by a whole
+    factor (box averaging, which also averages pixel noise away); `None` keeps full size.
     """
-    alpha: FloatImage | None = None
     if image.mode in _HIGH_BIT_DEPTH_MODES:
-        gray_image = image.convert("F")
-    elif image.has_transparency_data:
-        rgba = image.convert("RGBA")
-        gray_image = rgba.convert("L")
-        alpha_image = rgba.getchannel("A")
-        alpha_image = _reduce_large(alpha_image, max_side)
-        alpha = np.asarray(alpha_image, dtype=np.float32) / 255.0
-    else:
-        gray_image = _convert_to_luminance(image)
-    gray_image = _reduce_large(gray_image, max_side)
-    gray = np.asarray(gray_image, dtype=np.float32)
-    if image.mode in _HIGH_BIT_DEPTH_MODES:
-        gray = _scale_high_bit_depth(gray)
-    if alpha is not None:
-        gray = _composite_over_background(gray, alpha)
-    return gray
+        wide = np.asarray(_reduce_large(image.convert("F"), max_side), dtype=np.float32)
+        return _scale_high_bit_depth(wide)
+    if not image.has_transparency_data:
+        return np.asarray(_reduce_large(_luminance(image), max_side), dtype=np.float32)
+    if image.mode == "La":  # premultiplied; Pillow converts it to nothing but LA
+        image = image.convert("LA")
+    rgba = image.convert("RGBA")
+    alpha_image = rgba.getchannel("A")
+    # Premultiplied luminance: reducing it and the alpha alike keeps the colours of
+    # invisible pixels out of the averages.
+    premultiplied = ImageChops.multiply(rgba.convert("L"), alpha_image)
+    alpha = np.asarray(_reduce_large(alpha_image, max_side), dtype=np.float32) / 255.0
+    luminance = np.asarray(_reduce_large(premultiplied, max_side), dtype=np.float32)
+    return _composite_over_background(luminance, alpha)
 
 
 def to_white_on_black(gray: FloatImage) -> FloatImage:
-    """Return `gray` with ink bright and paper dark, inverting it if it is dark-on-light.
+    """Return `gray` with the ink bright and the paper dark, inverting it if needed.
 
-    The paper is what fills the border and most of the picture, so the border median and
-    the overall median are both good guesses at the paper's level; their average is
-    compared with the midpoint between the darkest and brightest pixels. White-on-black
-    input is returned unchanged.
+    Pixels above the midpoint between the darkest and brightest are "light". If most of
+    the picture's border is light, the paper is light and the picture is inverted. A
+    border split about evenly (a digit cropped tight enough to run along the edges)
+    defers to the whole picture, which is mostly paper too. White-on-black input and
+    blank pictures are returned unchanged (as a copy).
     """
     if gray.size == 0:
         return gray.astype(np.float32, copy=True)
-    sample = _statistics_sample(gray)
-    darkest, brightest = float(sample.min()), float(sample.max())
-    paper_level = 0.5 * (_median(_border_pixels(gray)) + _median(sample))
-    if paper_level > 0.5 * (darkest + brightest):
+    midpoint = 0.5 * (float(gray.min()) + float(gray.max()))
+    light_border = float(np.mean(_border_pixels(gray) > midpoint))
+    if 0.4 <= light_border <= 0.6:
+        light_paper = _median(gray.ravel()) > midpoint
+    else:
+        light_paper = light_border > 0.6
+    if light_paper:
         return (255.0 - gray).astype(np.float32)
     return gray.astype(np.float32, copy=True)
 
 
 def remove_background(white_on_black: FloatImage) -> FloatImage:
-    """Make the paper exactly 0 and the ink's cores 255, dropping faint noise.
+    """Make the paper exactly 0 and the brightest ink 255, dropping faint noise.
 
-    The paper's level is modelled as a plane (so a lighting gradient across the picture is
-    removed too) fitted robustly to the pixels that are not ink: ink is what stands out
-    above the fit, and is left out of the next fit. The spread of the paper pixels around
-    the plane measures the noise (sensor noise, paper texture, JPEG artefacts); anything
-    less than `NOISE_THRESHOLD_SIGMAS` of it above the paper becomes 0 and the rest is
-    stretched linearly so the brightest ink reaches 255. On a clean MNIST digit (paper
-    exactly 0, ink up to 255) this changes nothing. A picture whose ink does not stand out
-    clearly from the paper (`MIN_INK_CONTRAST`) comes back all zeros.
+    The paper's level is modelled as a plane, so a lighting gradient across the picture is
+    removed too, fitted robustly to the pixels that are not ink (ink is what stands out
+    above the fit and is left out of the next one). The spread of the paper pixels around
+    the plane measures the noise (sensor noise, paper texture, JPEG artefacts, lighting
+    that is not quite a plane); anything less than `NOISE_THRESHOLD_SIGMAS` of it above the
+    paper becomes 0 and the rest is stretched linearly up to 255. When that spread is
+    implausibly large next to the ink (`MAX_NOISE_SHARE`), there was too little paper to
+    measure, as in a digit cropped tight, and the noise is measured between neighbouring
+    pixels instead. On a clean MNIST digit (paper exactly 0, ink up to 255) this changes
+    nothing. A picture whose ink does not stand out clearly from the paper
+    (`MIN_INK_CONTRAST`) comes back all zeros.
     """
     if white_on_black.size == 0:
         return np.zeros_like(white_on_black, dtype=np.float32)
-    paper, noise_sigma = _fit_paper_plane(white_on_black)
-    above_paper = white_on_black - paper
-    threshold = NOISE_THRESHOLD_SIGMAS * noise_sigma
+    paper = _fit_paper(white_on_black)
+    above_paper = paper.subtracted_from(white_on_black)
     ink_level = float(above_paper.max())
+    if NOISE_THRESHOLD_SIGMAS * paper.noise_sigma > MAX_NOISE_SHARE * ink_level:
+        pixel_noise = max(_pixel_noise(white_on_black), _QUANTISATION_NOISE)
+        paper = _fit_paper(white_on_black, pixel_noise)
+        above_paper = paper.subtracted_from(white_on_black)
+        ink_level = float(above_paper.max())
+    threshold = NOISE_THRESHOLD_SIGMAS * paper.noise_sigma
     if ink_level < max(MIN_INK_CONTRAST, 2.0 * threshold):
         return np.zeros_like(white_on_black, dtype=np.float32)
-    stretched = (above_paper - threshold) * (255.0 / (ink_level - threshold))
-    return np.clip(stretched, 0.0, 255.0).astype(np.float32)
+    stretched = (above_paper - threshold) * np.float32(255.0 / (ink_level - threshold))
+    return np.clip(stretched, 0.0, 255.0, out=stretched).astype(np.float32, copy=False)
 
 
 def content_bounding_box(
-    ink: FloatImage, min_fraction: float | None = None
+    ink: FloatImage, min_fraction: float = EXTENT_MIN_FRACTION
 ) -> tuple[int, int, int, int] | None:
-    """Return (top, left, bottom, right) of the ink, bottom/right exclusive, or None.
+    """Return (top, left, bottom, right) of the ink, bottom and right exclusive, or None.
 
-    Ink is any pixel above 0. A group of rows (or columns) separated from the rest by empty
-    rows (columns) and holding less than `SPECK_MAX_FRACTION` of the ink is ignored.
+    Only pixels brighter than `min_fraction` of the brightest count. Of those, a group of
+    rows (or columns) separated from the rest by empty rows (columns) and holding less
+    than `SPECK_MAX_FRACTION` of the ink is ignored as a speck. No ink at all gives None.
     """
     if ink.size == 0:
         return None
-    if min_fraction is None:
-        min_fraction = CROP_MIN_FRACTION
-    mass = np.where(ink > min_fraction * float(ink.max()), ink, 0.0)
-    total = float(mass.sum())
-    if total <= 0.0:
+    brightest = float(ink.max())
+    if brightest <= 0.0:
         return None
-    rows = mass.sum(axis=1)
-    columns = mass.sum(axis=0)
-    top, bottom = _main_span(rows, total)
-    left, right = _main_span(columns, total)
-    # A speck's columns may have hidden a gap among the rows, and vice versa: look again
-    # inside the box found so far.
+    mass = np.where(ink > min_fraction * brightest, ink, np.float32(0.0))
+    top, bottom = _main_span(mass.sum(axis=1))
+    left, right = _main_span(mass.sum(axis=0))
+    # Removing a speck's columns can reveal a gap between rows, and vice versa.
     inner = mass[top:bottom, left:right]
-    inner_total = float(inner.sum())
-    top2, bottom2 = _main_span(inner.sum(axis=1), inner_total)
-    left2, right2 = _main_span(inner.sum(axis=0), inner_total)
-    return top + top2, left + left2, top + bottom2, left + right2
+    inner_top, inner_bottom = _main_span(inner.sum(axis=1))
+    inner_left, inner_right = _main_span(inner.sum(axis=0))
+    return top + inner_top, left + inner_left, top + inner_bottom, left + inner_right
 
 
-def crop_to_content(ink: FloatImage, min_fraction: float | None = None) -> FloatImage:
+def crop_to_content(ink: FloatImage, min_fraction: float = EXTENT_MIN_FRACTION) -> FloatImage:
     """Return the part of `ink` inside its bounding box (see `content_bounding_box`).
 
-    Pixels of ignored specks that fall inside the box are kept; with no ink at all the
-    result is an empty (0, 0) array.
+    Everything inside the box is kept as it is, faint pixels included. No ink gives an
+    empty (0, 0) array.
     """
     box = content_bounding_box(ink, min_fraction)
     if box is None:
@@ -195,10 +216,10 @@ def crop_to_content(ink: FloatImage, min_fraction: float | None = None) -> Float
 def fit_in_box(ink: FloatImage, box_size: int = BOX_SIZE) -> FloatImage:
     """Scale `ink` so its longest side is `box_size` pixels, keeping the aspect ratio.
 
-    The short side is rounded to whole pixels (at least 1). Resampling is Lanczos, which
-    Pillow applies with a support widened by the scale factor when shrinking, so it is
-    properly anti-aliased; its slight overshoot is clipped back to 0..255. An array that
-    already has the right size is returned as a copy, untouched.
+    The short side is rounded to whole pixels (at least 1), so a thin "1" stays thin.
+    Resampling is Lanczos, whose support Pillow widens by the scale factor when shrinking,
+    so it is properly anti-aliased; its slight overshoot is clipped back to 0..255. An
+    array that already has the right size is returned as an untouched copy.
     """
     height, width = ink.shape
     if height == 0 or width == 0:
@@ -208,32 +229,31 @@ def fit_in_box(ink: FloatImage, box_size: int = BOX_SIZE) -> FloatImage:
     new_width = max(1, round(width * scale))
     if (new_height, new_width) == (height, width):
         return ink.astype(np.float32, copy=True)
-    resized = Image.fromarray(np.ascontiguousarray(ink, dtype=np.float32)).resize(
-        (new_width, new_height), Image.Resampling.LANCZOS
-    )
+    source = Image.fromarray(np.ascontiguousarray(ink, dtype=np.float32))
+    resized = source.resize((new_width, new_height), Image.Resampling.LANCZOS)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 255.0)
 
 
 def center_by_mass(ink: FloatImage, field_size: int = FIELD_SIZE) -> FloatImage:
-    """Paste `ink` into a `field_size` square so its centre of mass is at the centre.
+    """Paste `ink` into a black `field_size` square with its centre of mass at the centre.
 
-    The centre is (field_size / 2, field_size / 2) in pixel-index coordinates, i.e. (14, 14)
-    for MNIST's 28x28 field, reached to within half a pixel by a whole-pixel shift (no
-    resampling blur). If reaching it would push ink out of the field, the shift is limited
-    so that all the ink stays inside. No ink gives an all-zero field.
+    The centre is (field_size / 2, field_size / 2) in pixel-index coordinates, (14, 14) for
+    MNIST's 28x28 field, reached to within half a pixel by a whole-pixel shift (so nothing
+    is blurred). Should reaching it push ink out of the field, the shift stops at the edge
+    and keeps all the ink. No ink gives an all-zero field; ink larger than the field is a
+    `ValueError`.
     """
     field = np.zeros((field_size, field_size), dtype=np.float32)
     height, width = ink.shape
+    if height > field_size or width > field_size:
+        raise ValueError(f"ink of shape {ink.shape} does not fit in {field_size}x{field_size}")
     total = float(ink.sum()) if ink.size else 0.0
     if total <= 0.0:
         return field
-    if height > field_size or width > field_size:
-        raise ValueError(f"ink of shape {ink.shape} does not fit in {field_size}x{field_size}")
-    row_mass_centre = float(np.arange(height) @ ink.sum(axis=1)) / total
-    column_mass_centre = float(np.arange(width) @ ink.sum(axis=0)) / total
-    centre = field_size / 2
-    top = _clamped_offset(centre - row_mass_centre, height, field_size)
-    left = _clamped_offset(centre - column_mass_centre, width, field_size)
+    row_centre = float(np.arange(height) @ ink.sum(axis=1)) / total
+    column_centre = float(np.arange(width) @ ink.sum(axis=0)) / total
+    top = _clamped_offset(field_size / 2 - row_centre, height, field_size)
+    left = _clamped_offset(field_size / 2 - column_centre, width, field_size)
     field[top : top + height, left : left + width] = ink
     return field
 
@@ -241,30 +261,28 @@ def center_by_mass(ink: FloatImage, field_size: int = FIELD_SIZE) -> FloatImage:
 def normalize_digit(image: Image.Image) -> NDArray[np.float32]:
     """Return the MNIST-style model input for a picture of one digit.
 
-    The picture may be any size, mode and polarity (already EXIF-transposed by the
-    caller). The result is a float32 (28, 28) array with values 0..255: a white digit on
-    black whose longest side is 20 pixels and whose centre of mass is at the centre. A
-    picture without ink gives all zeros.
+    The picture may have any size, Pillow mode and polarity; the caller has already applied
+    its EXIF orientation. The result is a float32 (28, 28) array with values 0..255: a
+    white digit on black, its longest side 20 pixels, its centre of mass at the centre.
+    A picture without ink gives all zeros, and the caller decides what that means.
     """
-    gray = to_grayscale(image)
-    ink = remove_background(to_white_on_black(gray))
+    ink = remove_background(to_white_on_black(to_grayscale(image)))
     cropped = crop_to_content(ink)
     if cropped.size == 0:
         return np.zeros((FIELD_SIZE, FIELD_SIZE), dtype=np.float32)
-    fitted = fit_in_box(cropped)
-    if CORE_PERCENTILE is not None:
-        nonzero = fitted[fitted > 0]
-        core = float(np.percentile(nonzero, CORE_PERCENTILE)) if nonzero.size else 0.0
-        if core > 0:
-            fitted = np.clip(fitted * (255.0 / core), 0, 255).astype(np.float32)
-    return center_by_mass(fitted)
+    return center_by_mass(fit_in_box(cropped))
 
 
-def _convert_to_luminance(image: Image.Image) -> Image.Image:
+def _luminance(image: Image.Image) -> Image.Image:
+    """Mode "L", also from modes Pillow cannot convert directly."""
     try:
         return image.convert("L")
-    except ValueError:  # modes such as HSV have no direct conversion to L
+    except ValueError:
+        pass
+    try:
         return image.convert("RGB").convert("L")
+    except ValueError:  # e.g. LAB, whose first band is lightness
+        return image.getchannel(0)
 
 
 def _reduce_large(image: Image.Image, max_side: int | None) -> Image.Image:
@@ -277,45 +295,135 @@ def _reduce_large(image: Image.Image, max_side: int | None) -> Image.Image:
 def _scale_high_bit_depth(gray: FloatImage) -> FloatImage:
     brightest = float(gray.max()) if gray.size else 0.0
     if brightest > 255.0:
-        gray = gray * (255.0 / max(brightest, _SIXTEEN_BIT_MAX))
+        gray = gray * np.float32(255.0 / max(brightest, _SIXTEEN_BIT_MAX))
     return np.clip(gray, 0.0, 255.0).astype(np.float32)
 
 
-def _composite_over_background(gray: FloatImage, alpha: FloatImage) -> FloatImage:
-    coverage = float(alpha.mean())
-    if coverage <= 0.0:
-        return np.zeros_like(gray)
-    drawing_tone = float((gray * alpha).sum()) / float(alpha.sum())
-    if coverage < 0.5:
+def _composite_over_background(premultiplied: FloatImage, alpha: FloatImage) -> FloatImage:
+    total_alpha = float(alpha.sum())
+    if total_alpha <= 0.0:  # fully transparent: nothing drawn
+        return np.zeros_like(premultiplied)
+    if total_alpha < 0.5 * alpha.size:
+        drawing_tone = float(premultiplied.sum()) / total_alpha
         background = 255.0 if drawing_tone < 128.0 else 0.0
     else:
-        background = float(np.median(gray[alpha >= 0.5]))
-    return (gray * alpha + background * (1.0 - alpha)).astype(np.float32)
-
-
-def _statistics_sample(image: FloatImage, max_pixels: int = 4096) -> FloatImage:
-    """Every k-th row and column, so medians stay cheap on large pictures."""
-    step = max(1, int(np.sqrt(image.size / max_pixels)))
-    return image[::step, ::step].ravel()
+        opaque = alpha >= 0.5
+        background = _median(premultiplied[opaque] / alpha[opaque])
+    return (premultiplied + np.float32(background) * (1.0 - alpha)).astype(np.float32)
 
 
 def _border_pixels(image: FloatImage) -> FloatImage:
     return np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
 
 
-def _main_span(profile: NDArray[np.float64], total: float) -> tuple[int, int]:
-    """The [start, end) of the ink along one axis, without small groups cut off by gaps."""
-    occupied = profile > 0.0
-    indices = np.flatnonzero(occupied)
+class _PaperFit(NamedTuple):
+    """The paper as level + row_slope * y + column_slope * x, with y and x running from
+    -0.5 to 0.5 across the picture, and the standard deviation of its noise."""
+
+    level: float
+    row_slope: float
+    column_slope: float
+    noise_sigma: float
+
+    def subtracted_from(self, image: FloatImage) -> FloatImage:
+        above = (image - np.float32(self.level)).astype(np.float32, copy=False)
+        if self.row_slope or self.column_slope:
+            height, width = image.shape
+            above -= (self.row_slope * _unit_axis(height))[:, None].astype(np.float32)
+            above -= (self.column_slope * _unit_axis(width))[None, :].astype(np.float32)
+        return above
+
+
+def _fit_paper(image: FloatImage, noise_sigma: float | None = None, rounds: int = 5) -> _PaperFit:
+    """Fit a plane to the paper pixels of a white-on-black picture, and measure its noise.
+
+    Works on a sparse sample of pixels. The paper is dark, so it starts as the pixels in the
+    darker half of the range, however much of the picture the ink covers. Each round keeps
+    the pixels less than 2.5 noise standard deviations above the typical paper pixel, which
+    leaves the ink out, and refits. The noise is `noise_sigma` if given, else measured in
+    each round as the spread of the paper pixels around the fit (median absolute
+    deviation), and in the end as their root mean square deviation; never less than the
+    rounding to whole grey levels. Paper exactly flat over most of the picture (a synthetic
+    image, or MNIST) is recognised at once and has no noise at all.
+    """
+    height, width = image.shape
+    step = max(1, round(float(np.sqrt(image.size / _PLANE_SAMPLE_PIXELS))))
+    values = image[::step, ::step].ravel().astype(np.float64)
+    keep = values <= 0.5 * (values.min() + values.max())
+    level = _median(values[keep])
+    if _median(np.abs(values[keep] - level)) == 0.0:
+        return _PaperFit(level, 0.0, 0.0, 0.0)
+    row_axis = _unit_axis(height)[::step]
+    column_axis = _unit_axis(width)[::step]
+    design = np.column_stack(
+        [
+            np.ones(values.size),
+            np.repeat(row_axis, column_axis.size),
+            np.tile(column_axis, row_axis.size),
+        ]
+    )
+    coefficients = np.array([level, 0.0, 0.0])
+    residual = values - level
+    for _ in range(rounds):
+        centre = _median(residual[keep])
+        if noise_sigma is None:
+            spread = _MAD_TO_SIGMA * _median(np.abs(residual[keep] - centre))
+        else:
+            spread = noise_sigma
+        new_keep = residual <= centre + 2.5 * max(spread, _QUANTISATION_NOISE)
+        paper = design[new_keep]
+        try:
+            coefficients = np.linalg.solve(paper.T @ paper, paper.T @ values[new_keep])
+        except np.linalg.LinAlgError:  # too few paper pixels to pin a plane down
+            break
+        converged = np.array_equal(new_keep, keep)
+        keep = new_keep
+        residual = values - design @ coefficients
+        if converged:
+            break
+    if noise_sigma is None:
+        noise_sigma = float(np.sqrt(np.mean(residual[keep] ** 2)))
+    level, row_slope, column_slope = (float(c) for c in coefficients)
+    return _PaperFit(level, row_slope, column_slope, max(noise_sigma, _QUANTISATION_NOISE))
+
+
+def _pixel_noise(image: FloatImage) -> float:
+    """Standard deviation of pixel noise, from differences between horizontal neighbours.
+
+    The difference of two pixels with independent noise has sqrt(2) times its standard
+    deviation; the median absolute difference ignores the minority of pairs that straddle
+    an edge of the ink.
+    """
+    row_step = max(1, round(float(np.sqrt(image.size / _PLANE_SAMPLE_PIXELS))))
+    differences = np.abs(np.diff(image[::row_step], axis=1)).ravel()
+    if differences.size == 0:
+        return 0.0
+    return _MAD_TO_SIGMA * _median(differences) / float(np.sqrt(2.0))
+
+
+def _unit_axis(length: int) -> NDArray[np.float64]:
+    return np.arange(length) / length - 0.5
+
+
+def _median(values: NDArray[np.floating]) -> float:
+    """The (upper) median, without `np.median`'s overhead, which dominates on small arrays."""
+    middle = values.size // 2
+    return float(np.partition(values, middle)[middle])
+
+
+def _main_span(profile: NDArray[np.floating]) -> tuple[int, int]:
+    """[start, end) of the ink along one axis, leaving out small groups cut off by gaps."""
+    indices = np.flatnonzero(profile > 0.0)
     if indices.size == 0:
         return 0, 0
-    # Runs of consecutive occupied indices.
-    breaks = np.flatnonzero(np.diff(indices) > 1)
-    run_starts = np.concatenate(([indices[0]], indices[breaks + 1]))
-    run_ends = np.concatenate((indices[breaks] + 1, [indices[-1] + 1]))
-    cumulative = np.concatenate(([0.0], np.cumsum(profile)))
+    gaps = np.flatnonzero(np.diff(indices) > 1)
+    if gaps.size == 0:
+        return int(indices[0]), int(indices[-1]) + 1
+    run_starts = np.concatenate(([indices[0]], indices[gaps + 1]))
+    run_ends = np.concatenate((indices[gaps] + 1, [indices[-1] + 1]))
+    cumulative = np.concatenate(([0.0], np.cumsum(profile, dtype=np.float64)))
     run_mass = cumulative[run_ends] - cumulative[run_starts]
-    kept = np.flatnonzero(run_mass >= SPECK_MAX_FRACTION * total)
+    kept = np.flatnonzero(run_mass >= SPECK_MAX_FRACTION * cumulative[-1])
     if kept.size == 0:
         kept = np.array([int(np.argmax(run_mass))])
     return int(run_starts[kept[0]]), int(run_ends[kept[-1]])
@@ -323,59 +431,3 @@ def _main_span(profile: NDArray[np.float64], total: float) -> tuple[int, int]:
 
 def _clamped_offset(ideal: float, length: int, field_size: int) -> int:
     return int(min(max(round(ideal), 0), field_size - length))
-
-
-def _fit_paper_plane(image: FloatImage, rounds: int = 3) -> tuple[FloatImage, float]:
-    """Least-squares plane through the paper pixels, and the paper's noise level.
-
-    Works on a sparse sample of pixels. Each round measures the noise as the median
-    absolute deviation from the current fit and refits to the pixels less than 2.5 noise
-    standard deviations above it, which drops the bright ink and leaves the paper. The
-    noise level returned is the root mean square of those paper pixels around the plane.
-    """
-    height, width = image.shape
-    step = max(1, int(np.sqrt(image.size / _STATISTICS_PIXELS)))
-    sample = image[::step, ::step].astype(np.float64)
-    row_axis = np.arange(0, height, step) / height - 0.5
-    column_axis = np.arange(0, width, step) / width - 0.5
-    design = np.column_stack(
-        [
-            np.ones(sample.size),
-            np.repeat(row_axis, column_axis.size),
-            np.tile(column_axis, row_axis.size),
-        ]
-    )
-    values = sample.ravel()
-    fit = np.full(values.size, _median(values))
-    coefficients = np.array([fit[0], 0.0, 0.0])
-    keep = np.ones(values.size, dtype=bool)
-    for round_number in range(rounds):
-        residual = values - fit
-        centre = _median(residual[keep])
-        spread = 1.4826 * _median(np.abs(residual[keep] - centre))
-        new_keep = residual <= centre + 2.5 * spread
-        if round_number > 0 and np.array_equal(new_keep, keep):
-            break
-        keep = new_keep
-        paper_design = design[keep]
-        try:
-            coefficients = np.linalg.solve(
-                paper_design.T @ paper_design, paper_design.T @ values[keep]
-            )
-        except np.linalg.LinAlgError:  # too few paper pixels to pin a plane down
-            break
-        fit = design @ coefficients
-    paper_residual = (values - fit)[keep]
-    noise_sigma = float(np.sqrt(np.mean(paper_residual**2))) if paper_residual.size else 0.0
-    plane = (
-        coefficients[0]
-        + coefficients[1] * (np.arange(height) / height - 0.5)[:, None]
-        + coefficients[2] * (np.arange(width) / width - 0.5)[None, :]
-    )
-    return plane.astype(np.float32), noise_sigma
-
-
-def _median(values: NDArray[np.floating]) -> float:
-    """The (upper) median, without `np.median`'s overhead, which dominates on small arrays."""
-    middle = values.size // 2
-    return float(np.partition(values, middle)[middle])

@@ -1,0 +1,502 @@
+"""Digit preprocessing: each MNIST-construction step alone, then the whole pipeline.
+
+Convention checked throughout: arrays are [row, column], ink bright, and the centre of mass
+of a normalised digit is at (14, 14) in pixel-index coordinates, within half a pixel.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from PIL import Image
+
+from app.digits import (
+    BOX_SIZE,
+    FIELD_SIZE,
+    WORKING_MAX_SIDE,
+    center_by_mass,
+    content_bounding_box,
+    crop_to_content,
+    fit_in_box,
+    normalize_digit,
+    remove_background,
+    to_grayscale,
+    to_white_on_black,
+)
+from tests.app import digit_variants
+from tests.conftest import require_data
+
+Floats = NDArray[np.float32]
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def seven(size: int = 28, top: int = 4, left: int = 6, scale: int = 1) -> NDArray[np.uint8]:
+    """A white "7" on black: a bar and a diagonal, about MNIST's proportions at scale 1."""
+    pixels = np.zeros((size, size), dtype=np.uint8)
+    bar = 3 * scale
+    width = 14 * scale
+    height = 20 * scale
+    pixels[top : top + bar, left : left + width] = 255
+    for row in range(top + bar, top + height):
+        progress = (row - top) / height
+        column = left + width - bar - round(progress * (width - 2 * bar) * 0.8)
+        pixels[row, column : column + bar] = 255
+    return pixels
+
+
+def mass_centre(pixels: NDArray[np.floating]) -> tuple[float, float]:
+    rows, columns = np.indices(pixels.shape)
+    total = float(pixels.sum())
+    return float((rows * pixels).sum()) / total, float((columns * pixels).sum()) / total
+
+
+def ink_extent(pixels: NDArray[np.floating]) -> tuple[int, int]:
+    """(height, width) of the non-zero pixels' bounding box."""
+    rows = np.flatnonzero(pixels.any(axis=1))
+    columns = np.flatnonzero(pixels.any(axis=0))
+    return int(rows[-1] - rows[0] + 1), int(columns[-1] - columns[0] + 1)
+
+
+def assert_model_input(result: object) -> Floats:
+    assert isinstance(result, np.ndarray)
+    assert result.dtype == np.float32
+    assert result.shape == (FIELD_SIZE, FIELD_SIZE)
+    assert np.isfinite(result).all()
+    assert result.min() >= 0.0 and result.max() <= 255.0
+    return result
+
+
+def correlation(a: NDArray[np.floating], b: NDArray[np.floating]) -> float:
+    a = a.ravel() - a.mean()
+    b = b.ravel() - b.mean()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+@pytest.fixture(scope="module")
+def mnist_sample() -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """300 real MNIST test digits (fixed random choice) and their labels."""
+    with np.load(require_data("mnist.npz")) as data:
+        images, labels = data["x_test"], data["y_test"]
+    chosen = np.random.default_rng(2024).choice(len(images), size=300, replace=False)
+    return images[chosen], labels[chosen]
+
+
+# --- 1. to_grayscale -------------------------------------------------------------------
+
+
+def test_grayscale_of_rgb_is_its_luminance_as_float32() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    image = Image.fromarray(rgb)
+    gray = to_grayscale(image)
+    assert gray.dtype == np.float32
+    assert gray.shape == (30, 40)
+    np.testing.assert_array_equal(gray, np.asarray(image.convert("L"), dtype=np.float32))
+
+
+def test_transparent_png_with_black_strokes_becomes_black_on_white() -> None:
+    rgba = np.zeros((40, 40, 4), dtype=np.uint8)  # transparent black everywhere
+    rgba[10:30, 18:22, 3] = 255  # an opaque black stroke
+    gray = to_grayscale(Image.fromarray(rgba))
+    assert gray[0, 0] == pytest.approx(255.0)
+    assert gray[20, 20] == pytest.approx(0.0)
+
+
+def test_transparent_png_with_white_strokes_becomes_white_on_black() -> None:
+    rgba = np.full((40, 40, 4), 255, dtype=np.uint8)
+    rgba[..., 3] = 0
+    rgba[10:30, 18:22, 3] = 255
+    gray = to_grayscale(Image.fromarray(rgba))
+    assert gray[0, 0] == pytest.approx(0.0)
+    assert gray[20, 20] == pytest.approx(255.0)
+
+
+def test_transparent_margin_around_a_photo_takes_the_papers_tone() -> None:
+    rgba = np.zeros((40, 40, 4), dtype=np.uint8)
+    rgba[2:38, 2:38] = (230, 230, 230, 255)  # opaque light paper fills most of it
+    rgba[10:30, 18:22, :3] = 20  # dark ink on the paper
+    gray = to_grayscale(Image.fromarray(rgba))
+    assert gray[0, 0] == pytest.approx(230.0, abs=1.0)
+    assert gray[20, 20] == pytest.approx(20.0, abs=1.0)
+
+
+def test_fully_transparent_picture_is_blank() -> None:
+    image = Image.new("RGBA", (50, 50), (0, 0, 0, 0))
+    assert not to_grayscale(image).any()
+    assert not normalize_digit(image).any()
+
+
+def test_palette_image_with_a_transparent_index_is_composited() -> None:
+    image = Image.new("P", (40, 40), 0)
+    image.putpalette([0, 0, 0, 10, 10, 10] + [0] * (256 - 2) * 3)
+    image.info["transparency"] = 0
+    image.paste(1, (15, 5, 25, 35))  # opaque near-black strokes on a transparent field
+    gray = to_grayscale(image)
+    assert gray[0, 0] == pytest.approx(255.0)
+    assert gray[20, 20] == pytest.approx(10.0, abs=1.0)
+
+
+def test_sixteen_bit_grayscale_is_scaled_to_0_255() -> None:
+    wide = np.zeros((30, 30), dtype=np.uint16)
+    wide[5:25, 12:18] = 65535
+    wide[0, 0] = 32896  # 128 * 257
+    image = Image.fromarray(wide)
+    assert image.mode == "I;16"
+    gray = to_grayscale(image)
+    assert gray.dtype == np.float32
+    assert gray[10, 15] == pytest.approx(255.0)
+    assert gray[0, 0] == pytest.approx(128.0, abs=0.01)
+    assert gray[20, 2] == 0.0
+
+
+def test_sixteen_bit_digit_is_normalized_like_its_eight_bit_version() -> None:
+    eight = seven()
+    sixteen = Image.fromarray(eight.astype(np.uint16) * 257)
+    assert sixteen.mode == "I;16"
+    np.testing.assert_allclose(
+        normalize_digit(sixteen), normalize_digit(Image.fromarray(eight)), atol=0.01
+    )
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I", "F", "La"])
+def test_every_common_mode_gives_a_valid_model_input(mode: str) -> None:
+    image = Image.fromarray(255 - seven()).convert("RGB").convert(mode)
+    result = assert_model_input(normalize_digit(image))
+    assert ink_extent(result)[0] == BOX_SIZE
+
+
+def test_large_pictures_are_reduced_before_float_work() -> None:
+    image = Image.new("L", (1000, 800), 255)
+    gray = to_grayscale(image)
+    assert max(gray.shape) < 2 * WORKING_MAX_SIDE
+    assert gray.shape == (math.ceil(800 / 6), math.ceil(1000 / 6))  # reduced by 6
+    assert to_grayscale(image, max_side=None).shape == (800, 1000)
+
+
+# --- 2. to_white_on_black ----------------------------------------------------------------
+
+
+def test_dark_on_light_is_inverted() -> None:
+    gray = np.full((28, 28), 240.0, dtype=np.float32)
+    gray[5:23, 12:16] = 15.0
+    result = to_white_on_black(gray)
+    assert result[0, 0] == pytest.approx(15.0)
+    assert result[10, 13] == pytest.approx(240.0)
+
+
+def test_white_on_black_is_unchanged() -> None:
+    gray = seven().astype(np.float32)
+    result = to_white_on_black(gray)
+    np.testing.assert_array_equal(result, gray)
+    assert result is not gray
+
+
+def test_polarity_of_a_digit_cropped_tight_against_the_border() -> None:
+    """A bold digit crossing most of the border still reads as dark ink on light paper."""
+    gray = np.full((20, 20), 230.0, dtype=np.float32)
+    gray[:, 8:13] = 20.0  # a thick "1" running from the top edge to the bottom edge
+    gray[0:4, 3:13] = 20.0  # its flag along the top edge
+    assert to_white_on_black(gray)[10, 10] == pytest.approx(235.0)
+
+
+def test_polarity_of_a_bold_digit_covering_most_of_the_picture() -> None:
+    gray = np.full((20, 20), 250.0, dtype=np.float32)
+    gray[2:18, 2:18] = 10.0  # ink covers 64 % of the picture; the border is paper
+    assert to_white_on_black(gray)[10, 10] == pytest.approx(245.0)
+
+
+# --- 3. remove_background ----------------------------------------------------------------
+
+
+def test_clean_white_on_black_digit_is_untouched() -> None:
+    pixels = seven().astype(np.float32)
+    pixels[4, 6] = 128.0
+    np.testing.assert_array_equal(remove_background(pixels), pixels)
+
+
+def test_paper_level_and_contrast_are_normalised() -> None:
+    pixels = np.full((40, 40), 60.0, dtype=np.float32)
+    pixels[10:30, 18:22] = 160.0
+    result = remove_background(pixels)
+    assert result[0, 0] == 0.0
+    assert result[20, 20] == pytest.approx(255.0)
+
+
+def test_lighting_gradient_is_removed() -> None:
+    columns = np.arange(60, dtype=np.float32)
+    pixels = np.tile(20.0 + columns, (60, 1))  # paper from 20 to 79, left to right
+    pixels[10:50, 28:32] += 150.0
+    result = remove_background(pixels)
+    paper = np.ones(result.shape, dtype=bool)
+    paper[10:50, 28:32] = False
+    assert result[paper].max() == 0.0
+    assert result[10:50, 28:32].min() > 200.0
+
+
+def test_paper_noise_is_suppressed() -> None:
+    rng = np.random.default_rng(1)
+    pixels = (50.0 + rng.normal(0.0, 8.0, (80, 80))).astype(np.float32)
+    pixels[20:60, 38:44] += 150.0
+    result = remove_background(pixels)
+    paper = np.ones(result.shape, dtype=bool)
+    paper[18:62, 36:46] = False
+    assert np.count_nonzero(result[paper]) <= 0.001 * paper.sum()
+    assert result[20:60, 38:44].mean() > 150.0
+
+
+@pytest.mark.parametrize("level", [0.0, 128.0, 255.0])
+def test_uniform_picture_has_no_ink(level: float) -> None:
+    assert not remove_background(np.full((28, 28), level, dtype=np.float32)).any()
+
+
+def test_faint_blemish_is_not_ink() -> None:
+    pixels = np.full((28, 28), 100.0, dtype=np.float32)
+    pixels[10:14, 10:14] = 105.0  # 5 grey levels: below MIN_INK_CONTRAST
+    assert not remove_background(pixels).any()
+
+
+# --- 4. crop_to_content ------------------------------------------------------------------
+
+
+def test_crop_is_the_bounding_box_of_the_ink() -> None:
+    ink = np.zeros((50, 40), dtype=np.float32)
+    ink[10:30, 5:12] = 255.0
+    ink[25:35, 11:20] = 200.0
+    assert content_bounding_box(ink) == (10, 5, 35, 20)
+    cropped = crop_to_content(ink)
+    assert cropped.shape == (25, 15)
+    np.testing.assert_array_equal(cropped, ink[10:35, 5:20])
+
+
+def test_crop_ignores_the_faint_soft_edge() -> None:
+    ink = np.zeros((50, 50), dtype=np.float32)
+    ink[10:40, 20:30] = 255.0
+    ink[8:42, 18:32] = np.maximum(ink[8:42, 18:32], 30.0)  # a blurred halo, 12 % bright
+    assert content_bounding_box(ink) == (10, 20, 40, 30)
+    assert content_bounding_box(ink, min_fraction=0.0) == (8, 18, 42, 32)
+
+
+def test_crop_ignores_an_isolated_speck() -> None:
+    ink = np.zeros((60, 60), dtype=np.float32)
+    ink[20:50, 25:35] = 255.0
+    ink[2:4, 55:57] = 255.0  # dust in a corner, far from the digit
+    assert content_bounding_box(ink) == (20, 25, 50, 35)
+
+
+def test_crop_keeps_a_detached_part_of_the_digit() -> None:
+    ink = np.zeros((60, 60), dtype=np.float32)
+    ink[25:50, 25:30] = 255.0  # a "5" whose top bar was lifted off the paper
+    ink[15:19, 25:45] = 255.0
+    assert content_bounding_box(ink) == (15, 25, 50, 45)
+
+
+def test_crop_of_a_blank_picture_is_empty() -> None:
+    blank = np.zeros((28, 28), dtype=np.float32)
+    assert content_bounding_box(blank) is None
+    assert crop_to_content(blank).shape == (0, 0)
+
+
+# --- 5. fit_in_box -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ((40, 10), (20, 5)),  # tall: a "1" stays thin
+        ((10, 40), (5, 20)),
+        ((30, 10), (20, 7)),  # 6.67 rounds to 7
+        ((200, 3), (20, 1)),  # never thinner than a pixel
+        ((7, 5), (20, 14)),  # small digits are scaled up
+        ((100, 100), (20, 20)),
+    ],
+)
+def test_fit_makes_the_longest_side_20_keeping_the_aspect_ratio(
+    shape: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    ink = np.full(shape, 255.0, dtype=np.float32)
+    fitted = fit_in_box(ink)
+    assert fitted.shape == expected
+    assert fitted.dtype == np.float32
+    assert fitted.min() >= 0.0 and fitted.max() <= 255.0
+
+
+def test_fit_leaves_a_box_that_already_fits_untouched() -> None:
+    ink = np.random.default_rng(0).uniform(0, 255, (20, 13)).astype(np.float32)
+    np.testing.assert_array_equal(fit_in_box(ink), ink)
+
+
+def test_fit_downsampling_is_antialiased() -> None:
+    """Stripes one source pixel wide average to grey instead of aliasing into bars."""
+    stripes = np.zeros((200, 200), dtype=np.float32)
+    stripes[:, ::2] = 255.0
+    fitted = fit_in_box(stripes)
+    assert np.ptp(fitted[2:-2, 2:-2]) < 10.0
+    assert fitted[2:-2, 2:-2].mean() == pytest.approx(127.5, abs=5.0)
+
+
+# --- 6. center_by_mass -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_centre_of_mass_lands_within_half_a_pixel_of_14_14(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    height, width = int(rng.integers(8, 21)), int(rng.integers(3, 21))
+    ink = rng.uniform(0, 255, (height, width)).astype(np.float32) ** 2 / 255.0
+    field = center_by_mass(ink)
+    assert field.shape == (FIELD_SIZE, FIELD_SIZE) and field.dtype == np.float32
+    assert field.sum() == pytest.approx(ink.sum(), rel=1e-5)
+    row, column = mass_centre(field)
+    assert abs(row - 14.0) <= 0.5 and abs(column - 14.0) <= 0.5
+
+
+def test_centring_keeps_lopsided_ink_inside_the_field() -> None:
+    ink = np.zeros((20, 20), dtype=np.float32)
+    ink[0, :] = 255.0  # all the mass on the top row
+    field = center_by_mass(ink)
+    assert field.sum() == pytest.approx(ink.sum())
+    assert field[FIELD_SIZE - 20 :].sum() == pytest.approx(ink.sum())
+
+
+def test_centring_nothing_gives_zeros_and_too_much_is_an_error() -> None:
+    assert not center_by_mass(np.zeros((0, 0), dtype=np.float32)).any()
+    assert not center_by_mass(np.zeros((5, 5), dtype=np.float32)).any()
+    with pytest.raises(ValueError, match="does not fit"):
+        center_by_mass(np.ones((29, 5), dtype=np.float32))
+
+
+# --- the whole pipeline -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (28, 28), 0),
+        Image.new("L", (28, 28), 255),
+        Image.new("RGB", (640, 480), (200, 180, 150)),
+        Image.new("RGBA", (64, 64), (255, 255, 255, 0)),
+        Image.new("I;16", (28, 28), 40000),
+        Image.new("1", (28, 28), 1),
+    ],
+    ids=["black", "white", "beige-photo", "transparent", "16-bit", "bilevel"],
+)
+def test_blank_pictures_normalise_to_zeros(image: Image.Image) -> None:
+    assert not assert_model_input(normalize_digit(image)).any()
+
+
+def test_off_centre_dark_on_light_digit_is_boxed_and_centred() -> None:
+    canvas = np.full((300, 400), 235, dtype=np.uint8)
+    canvas[20:170, 230:380][seven(size=150, top=0, left=0, scale=6) > 0] = 25  # top right
+    result = assert_model_input(normalize_digit(Image.fromarray(canvas)))
+    assert max(ink_extent(result)) == BOX_SIZE
+    row, column = mass_centre(result)
+    assert abs(row - 14.0) <= 0.5 and abs(column - 14.0) <= 0.5
+    assert result.max() == pytest.approx(255.0, abs=1.0)
+
+
+def test_thin_tall_one_keeps_its_aspect_ratio() -> None:
+    canvas = np.full((200, 200), 255, dtype=np.uint8)
+    canvas[20:180, 95:111] = 0  # 160 x 16: a "1" ten times taller than wide
+    result = assert_model_input(normalize_digit(Image.fromarray(canvas)))
+    assert ink_extent(result) == (BOX_SIZE, 2)
+
+
+def test_mnist_shaped_input_passes_through_unchanged() -> None:
+    drawn = seven().astype(np.float32)
+    drawn[4, 6:20] = 100.0  # some anti-aliasing
+    digit = center_by_mass(crop_to_content(drawn)).astype(np.uint8)  # boxed, centred
+    assert ink_extent(digit) == (20, 14)
+    np.testing.assert_array_equal(normalize_digit(Image.fromarray(digit)), digit)
+
+
+def test_normalisation_is_idempotent() -> None:
+    canvas = np.full((120, 90), 200, dtype=np.uint8)
+    canvas[10:110, 10:80][seven(size=100, top=0, left=0, scale=5)[:, :70] > 0] = 30
+    once = normalize_digit(Image.fromarray(canvas))
+    twice = normalize_digit(Image.fromarray(np.round(once).astype(np.uint8)))
+    assert np.abs(twice - np.round(once)).max() <= 1.0
+
+
+def test_real_mnist_digits_come_out_almost_unchanged(
+    mnist_sample: tuple[NDArray[np.uint8], NDArray[np.uint8]],
+) -> None:
+    """MNIST is what the pipeline rebuilds, so MNIST itself should pass through it."""
+    images, _ = mnist_sample
+    results = np.stack([normalize_digit(Image.fromarray(image)) for image in images])
+    differences = np.abs(results - images.astype(np.float32)).mean(axis=(1, 2))
+    # Most are identical; the few MNIST digits whose box included a speck of dust are
+    # enlarged, since the speck no longer counts.
+    assert np.median(differences) < 0.1
+    assert np.mean(differences < 2.0) >= 0.95
+    assert np.median([correlation(r, i) for r, i in zip(results, images, strict=True)]) > 0.999
+    for result in results:
+        row, column = mass_centre(result)
+        assert abs(row - 14.0) <= 0.5 and abs(column - 14.0) <= 0.5
+        assert max(ink_extent(result)) == BOX_SIZE
+
+
+@pytest.mark.parametrize("kind", list(digit_variants.VARIANTS))
+def test_real_world_variants_normalise_back_to_the_mnist_digit(
+    kind: str, mnist_sample: tuple[NDArray[np.uint8], NDArray[np.uint8]]
+) -> None:
+    """Photographed, recoloured, moved, resized, compressed: still the same 28x28 digit."""
+    images, _ = mnist_sample
+    make = digit_variants.VARIANTS[kind]
+    similarities = []
+    for index, image in enumerate(images[:8]):
+        picture = make(image, index)
+        result = assert_model_input(normalize_digit(Image.open(io.BytesIO(picture.data))))
+        similarities.append(correlation(result, image.astype(np.float32)))
+    assert np.mean(similarities) > 0.85, similarities
+
+
+# --- the variant generator itself --------------------------------------------------------
+
+
+def test_variants_are_deterministic_and_decodable() -> None:
+    digit = seven()
+    for kind, make in digit_variants.VARIANTS.items():
+        first, again = make(digit, 5), make(digit, 5)
+        assert first == again, kind
+        assert first.description.startswith(f"{kind}: ")
+        image = Image.open(io.BytesIO(first.data))
+        assert image.format == {"image/png": "PNG", "image/jpeg": "JPEG"}[first.media_type]
+        assert min(image.size) >= FIELD_SIZE
+    assert digit_variants.combined(digit, 5) != digit_variants.combined(digit, 6)
+
+
+def test_variant_mix_cycles_through_every_kind() -> None:
+    digits = [seven()] * len(digit_variants.VARIANTS)
+    kinds = [kind for kind, _ in digit_variants.variant_mix(digits, seed=3)]
+    assert kinds == list(digit_variants.VARIANTS)
+
+
+# --- speed ---------------------------------------------------------------------------------
+
+
+def median_seconds(action: Callable[[], object], repeats: int) -> float:
+    action()
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - start)
+    return float(np.median(timings))
+
+
+def test_normalisation_is_fast() -> None:
+    """Generous bounds (about 10x the usual) so a busy machine does not fail them."""
+    small = Image.fromarray(seven())
+    rng = np.random.default_rng(0)
+    photo_pixels = np.full((1000, 1000, 3), 225, dtype=np.uint8)
+    photo_pixels[200:800, 350:650] = 40
+    noise = rng.normal(0, 6, photo_pixels.shape)
+    photo = Image.fromarray(np.clip(photo_pixels + noise, 0, 255).astype(np.uint8))
+    assert median_seconds(lambda: normalize_digit(small), 50) < 0.005
+    assert median_seconds(lambda: normalize_digit(photo), 10) < 0.05
