@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint typecheck unit fuzz train clean
+.PHONY: serve test lint typecheck unit fuzz container-test image train clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ unit: $(STAMP)
 ## fuzz: schemathesis against a live server, from the app's own OpenAPI schema
 fuzz: $(STAMP)
 	$(BIN)/python -m pytest -q -m fuzz tests/fuzz
+
+## container-test: build the image with buildah, run it with podman, check it (see docs/deployment.md)
+container-test:
+	bash .ci/container-test
+
+## image: build the image with a Docker engine
+image:
+	docker build -t vision-serving:0.1.0 .
 
 ## train: retrain both shipped models from the data in DATA (see README)
 DATA ?= ../shared/data
