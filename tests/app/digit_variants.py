@@ -10,7 +10,7 @@ The kinds of variant, one change at a time and then all together:
 - ``inverted``: dark ink on white paper, still 28x28.
 - ``off_centre``: the digit at its MNIST size somewhere off-centre on a larger canvas.
 - ``resized``: the digit scaled to a 100-400 px canvas, strokes made thinner or thicker.
-- ``coloured``: coloured ink (blue, black, red, green pen) on tinted paper.
+- ``coloured``: coloured ink (black, blue, red or green pen, or pencil) on tinted paper.
 - ``jpeg``: dark on light, saved as JPEG at quality 70-90.
 - ``noisy``: dark on light with mild Gaussian sensor noise.
 - ``uneven_light``: dark on light under a lighting gradient.

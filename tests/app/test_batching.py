@@ -85,8 +85,9 @@ async def test_an_idle_request_waits_no_longer_than_max_wait() -> None:
     elapsed = loop.time() - begin
     await batcher.stop()
     assert model.batch_sizes == [1]
-    # Bounded by the wait plus scheduling slack on a loaded machine; the point is that
-    # a lone request is not held for a full batch.
+    # The max-wait contract, not a speed claim: a lone request is dispatched when the
+    # wait runs out instead of being held for a full batch. The slack absorbs
+    # scheduling on a loaded machine.
     assert elapsed < 0.02 + 0.5
 
 
