@@ -12,16 +12,17 @@ from app.repository import ModelRepository
 from app.settings import Settings
 
 
-def get_dataplane(request: Request) -> DataPlane:
+async def get_dataplane(request: Request) -> DataPlane:
     dataplane: DataPlane = request.app.state.dataplane
     return dataplane
 
 
-def get_repository(request: Request) -> ModelRepository:
-    return get_dataplane(request).repository
+async def get_repository(request: Request) -> ModelRepository:
+    dataplane: DataPlane = request.app.state.dataplane
+    return dataplane.repository
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -96,7 +96,8 @@ def to_grayscale(image: Image.Image, max_side: int | None = WORKING_MAX_SIDE) ->
     """Return the picture's luminance as a float32 array with values 0..255.
 
     Any Pillow mode is accepted. 16- and 32-bit images whose values exceed 255 are scaled
-    from their nominal range 0..65535. Transparent areas are composited over a background
+    from their nominal range 0..65535, and floating-point ones whose values all lie within
+    0..1 from that range. Transparent areas are composited over a background
     that suits the drawing: when the opaque part is sparse (under half the area, e.g. pen
     strokes exported from a drawing app) the background contrasts with it, so black strokes
     land on white and white strokes on black; when the opaque part is most of the picture
@@ -107,7 +108,7 @@ def to_grayscale(image: Image.Image, max_side: int | None = WORKING_MAX_SIDE) ->
     """
     if image.mode in _HIGH_BIT_DEPTH_MODES:
         wide = np.asarray(_reduce_large(image.convert("F"), max_side), dtype=np.float32)
-        return _scale_high_bit_depth(wide)
+        return _scale_high_bit_depth(wide, unit_range=image.mode == "F")
     if not image.has_transparency_data:
         return np.asarray(_reduce_large(_luminance(image), max_side), dtype=np.float32)
     if image.mode == "La":  # premultiplied; Pillow converts it to nothing but LA
@@ -193,8 +194,10 @@ def content_bounding_box(
     mass = np.where(ink > min_fraction * brightest, ink, np.float32(0.0))
     top, bottom = _main_span(mass.sum(axis=1))
     left, right = _main_span(mass.sum(axis=0))
-    # Removing a speck's columns can reveal a gap between rows, and vice versa.
     inner = mass[top:bottom, left:right]
+    if np.count_nonzero(inner) == np.count_nonzero(mass):  # no speck was left out
+        return top, left, bottom, right
+    # Leaving out a speck's columns can reveal a gap between rows, and vice versa.
     inner_top, inner_bottom = _main_span(inner.sum(axis=1))
     inner_left, inner_right = _main_span(inner.sum(axis=0))
     return top + inner_top, left + inner_left, top + inner_bottom, left + inner_right
@@ -292,10 +295,12 @@ def _reduce_large(image: Image.Image, max_side: int | None) -> Image.Image:
     return image.reduce(factor) if factor >= 2 else image
 
 
-def _scale_high_bit_depth(gray: FloatImage) -> FloatImage:
+def _scale_high_bit_depth(gray: FloatImage, unit_range: bool) -> FloatImage:
     brightest = float(gray.max()) if gray.size else 0.0
     if brightest > 255.0:
         gray = gray * np.float32(255.0 / max(brightest, _SIXTEEN_BIT_MAX))
+    elif unit_range and 0.0 < brightest <= 1.0:
+        gray = gray * np.float32(255.0)
     return np.clip(gray, 0.0, 255.0).astype(np.float32)
 
 
@@ -416,9 +421,10 @@ def _main_span(profile: NDArray[np.floating]) -> tuple[int, int]:
     indices = np.flatnonzero(profile > 0.0)
     if indices.size == 0:
         return 0, 0
+    first, last = int(indices[0]), int(indices[-1])
+    if last - first + 1 == indices.size:  # one unbroken run: nothing to leave out
+        return first, last + 1
     gaps = np.flatnonzero(np.diff(indices) > 1)
-    if gaps.size == 0:
-        return int(indices[0]), int(indices[-1]) + 1
     run_starts = np.concatenate(([indices[0]], indices[gaps + 1]))
     run_ends = np.concatenate((indices[gaps] + 1, [indices[-1] + 1]))
     cumulative = np.concatenate(([0.0], np.cumsum(profile, dtype=np.float64)))

@@ -30,7 +30,7 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def require_api_key(request: Request, credentials: Credentials) -> None:
+async def require_api_key(request: Request, credentials: Credentials) -> None:
     """Let the request through when no key is configured or the bearer token matches."""
     expected = _settings(request).api_key
     if expected is None:
@@ -42,7 +42,7 @@ def require_api_key(request: Request, credentials: Credentials) -> None:
         raise Unauthorized("the API key is not valid")
 
 
-def require_admin(request: Request, credentials: Credentials) -> None:
+async def require_admin(request: Request, credentials: Credentials) -> None:
     """Admin endpoints need the API key, or `admin_open` when no key is configured."""
     settings = _settings(request)
     if settings.api_key is None and not settings.admin_open:
@@ -50,4 +50,4 @@ def require_admin(request: Request, credentials: Credentials) -> None:
             "admin endpoints are disabled: set VISION_SERVING_API_KEY (and send it as a "
             "bearer token), or VISION_SERVING_ADMIN_OPEN=true on a trusted network"
         )
-    require_api_key(request, credentials)
+    await require_api_key(request, credentials)

@@ -51,7 +51,9 @@ class Settings(BaseSettings):
         default=32, ge=1, description="Most images one model call takes from the batch queue"
     )
     max_batch_wait_ms: float = Field(
-        default=2.0,
+        # 0: a batch takes whatever queued while the previous one ran, so a lone request
+        # is never held and batches still grow with load (see docs/performance.md).
+        default=0.0,
         ge=0,
         description="Longest a request waits for others to share its batch (milliseconds)",
     )
