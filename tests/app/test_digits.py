@@ -28,6 +28,7 @@ from app.digits import (
     to_grayscale,
     to_white_on_black,
 )
+from app.digits import _as_mnist_form as mnist_form_shortcut
 from tests.app import digit_variants
 from tests.conftest import require_data
 
@@ -444,6 +445,52 @@ def test_real_mnist_digits_come_out_almost_unchanged(
         row, column = mass_centre(result)
         assert abs(row - 14.0) <= 0.5 and abs(column - 14.0) <= 0.5
         assert max(ink_extent(result)) == BOX_SIZE
+
+
+def full_pipeline(image: Image.Image) -> NDArray[np.float32]:
+    """`normalize_digit` without its shortcut: every step, in order."""
+    ink = remove_background(to_white_on_black(to_grayscale(image)))
+    return center_by_mass(fit_in_box(crop_to_content(ink)))
+
+
+def test_mnist_form_shortcut_returns_exactly_what_the_full_pipeline_does(
+    mnist_sample: tuple[NDArray[np.uint8], NDArray[np.uint8]],
+) -> None:
+    images, _ = mnist_sample
+    taken = 0
+    for image in images:
+        picture = Image.fromarray(image)
+        shortcut = mnist_form_shortcut(picture)
+        if shortcut is not None:
+            taken += 1
+            np.testing.assert_array_equal(shortcut, full_pipeline(picture))
+            np.testing.assert_array_equal(normalize_digit(picture), shortcut)
+    assert taken >= 0.4 * len(images), f"only {taken} of {len(images)} real digits took it"
+
+
+def mnist_form_seven() -> NDArray[np.uint8]:
+    drawn = seven().astype(np.float32)
+    drawn[4, 6:20] = 100.0
+    return center_by_mass(crop_to_content(drawn)).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        pytest.param(lambda d: 255 - d, id="inverted"),
+        pytest.param(lambda d: np.roll(d, 2, axis=1), id="off-centre"),
+        pytest.param(lambda d: (d * 0.8).astype(np.uint8), id="low-contrast"),
+        pytest.param(lambda d: np.where(np.arange(28) == 1, 20, d), id="faint-column"),
+        pytest.param(lambda d: np.where(np.eye(28, dtype=bool), 255, d), id="ink-on-border"),
+    ],
+)
+def test_mnist_form_shortcut_declines_pictures_that_need_work(spoil: Any) -> None:
+    digit = mnist_form_seven()
+    assert mnist_form_shortcut(Image.fromarray(digit)) is not None
+    spoiled = np.ascontiguousarray(spoil(digit), dtype=np.uint8)
+    assert mnist_form_shortcut(Image.fromarray(spoiled)) is None
+    assert mnist_form_shortcut(Image.fromarray(digit).resize((56, 56))) is None
+    assert mnist_form_shortcut(Image.fromarray(digit).convert("RGB")) is None
 
 
 @pytest.mark.parametrize("kind", list(digit_variants.VARIANTS))
