@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.errors import InvalidInput, Overloaded, PayloadTooLarge
-from app.imaging import Upload
+from app.imaging import Upload, is_tiny_image
 from app.labelled import LabelledUpload
 from app.metrics import EvaluationReport, evaluate_probabilities
 from app.model_card import ModelCard
@@ -142,10 +142,15 @@ class DataPlane:
         label_request(model.name, model.version)
         async with self._admitted(model, len(uploads)):
             started = time.perf_counter()
-            pixels = await loop.run_in_executor(
-                self._preprocess_pool,
-                lambda: prepare_uploads(uploads, card, max_pixels=self.settings.max_image_pixels),
-            )
+            max_pixels = self.settings.max_image_pixels
+            if len(uploads) == 1 and is_tiny_image(uploads[0]):
+                # Cheaper than the thread hop it saves (a 28x28 digit: ~0.1 ms).
+                pixels = prepare_uploads(uploads, card, max_pixels=max_pixels)
+            else:
+                pixels = await loop.run_in_executor(
+                    self._preprocess_pool,
+                    lambda: prepare_uploads(uploads, card, max_pixels=max_pixels),
+                )
             if self.metrics is not None:
                 self.metrics.observe_stage(model.name, "preprocess", time.perf_counter() - started)
             probabilities = await model.predict(pixels)

@@ -86,6 +86,28 @@ def decode_image(
     return to_standard_mode(image)
 
 
+TINY_IMAGE_MAX_BYTES = 16 * 1024
+TINY_IMAGE_MAX_PIXELS = 128 * 128
+
+
+def is_tiny_image(upload: Upload) -> bool:
+    """Whether decoding `upload` is certainly cheap: small in bytes *and* in declared pixels.
+
+    Only the header is read. The pixel bound matters because a few KiB of PNG can declare
+    megapixels of one colour; anything unreadable is not tiny (the full decode reports it).
+    """
+    if len(upload.data) > TINY_IMAGE_MAX_BYTES:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(upload.data)) as image:
+                width, height = image.size
+    except Exception:  # any failure: the full decode, on the pool, explains it
+        return False
+    return width * height <= TINY_IMAGE_MAX_PIXELS
+
+
 def to_standard_mode(image: Image.Image) -> Image.Image:
     """Bring any Pillow mode to L, LA, RGB or RGBA, scaling deep images to 8 bits."""
     mode = image.mode

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
+import numpy as np
 import pytest
 
 from tests.app.conftest import ServeFn
-from tests.app.images import png
+from tests.app.images import encode, png
 
 pytestmark = pytest.mark.anyio
 
@@ -67,3 +69,28 @@ async def test_a_model_that_raises_fails_only_its_batch(
     assert "device lost" in failed.json()["error"]
     assert recovered.status_code == 200
     assert ready.status_code == 200
+
+
+async def test_tiny_uploads_skip_the_decode_pool_and_larger_ones_use_it(
+    serve: ServeFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.dataplane
+
+    decoded_on: list[str] = []
+    real_prepare = app.dataplane.prepare_uploads
+
+    def recording_prepare(*args, **kwargs):  # type: ignore[no-untyped-def]
+        decoded_on.append(threading.current_thread().name)
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(app.dataplane, "prepare_uploads", recording_prepare)
+    large = encode(np.random.default_rng(0).integers(0, 255, (300, 300)))
+    async with serve() as client:
+        tiny_answer = await client.post(PREDICT, files={"files": ("a.png", png())})
+        large_answer = await client.post(PREDICT, files={"files": ("b.png", large)})
+        two_tiny = await client.post(
+            PREDICT, files=[("files", ("c.png", png())), ("files", ("d.png", png(1)))]
+        )
+    assert [tiny_answer.status_code, large_answer.status_code, two_tiny.status_code] == [200] * 3
+    assert decoded_on[0] == threading.current_thread().name  # the event loop's thread
+    assert decoded_on[1].startswith("decode") and decoded_on[2].startswith("decode")
