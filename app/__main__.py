@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -12,7 +14,7 @@ from types import FrameType
 import uvicorn
 
 from app.main import create_app
-from app.settings import Settings
+from app.settings import ENV_PREFIX, Settings
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -26,6 +28,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-dir", type=Path, help="model repository (default ./models)")
     parser.add_argument("--device", choices=["auto", "cpu", "gpu"], help="where models run")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--workers", type=int, help="serving processes (default 1)")
     return parser.parse_args(argv)
 
 
@@ -47,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # orchestrator's ordinary stop reads as success (exit 0), not as a kill (143).
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _exit_cleanly)
+    if settings.workers > 1:
+        _serve_with_workers(settings, overrides)
+        return
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -54,6 +60,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
     )
+
+
+def _serve_with_workers(settings: Settings, overrides: dict[str, object]) -> None:
+    """Run `settings.workers` processes on one port, each building its app from the env.
+
+    uvicorn's supervisor starts every worker afresh (spawn), so command-line overrides
+    travel as the environment variables `Settings` reads, and Prometheus counts as files
+    in a private folder that any worker's `/metrics` sums up.
+    """
+    for key, value in overrides.items():
+        os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
+    with tempfile.TemporaryDirectory(prefix="vision-serving-metrics-") as metrics_dir:
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            workers=settings.workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=30,
+        )
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
@@ -42,7 +43,9 @@ Every error is JSON: `{"error": "<message>", "code": "<code>"}`.
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI app for `settings` (default: from `VISION_SERVING_*` variables)."""
     settings = settings or Settings()
-    metrics = ServingMetrics()
+    # prometheus_client's own variable: `python -m app` sets it when it starts several
+    # worker processes, which then share their counts through files in that folder.
+    metrics = ServingMetrics(multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

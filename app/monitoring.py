@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
@@ -74,8 +74,13 @@ class ServingMetrics:
     """The service's metric families, in a registry of their own."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    multiprocess_dir: str | None = None
+    """Set when several serving processes share one port (`VISION_SERVING_WORKERS` > 1):
+    prometheus_client then keeps counters and histograms in files there, and a scrape of
+    any process reports the sum over all of them."""
 
     def __post_init__(self) -> None:
+        self._repository_collectors: list[Collector] = []
         self.requests = Counter(
             f"{PREFIX}_requests",
             "Requests served, by model, version, API family and HTTP status",
@@ -107,7 +112,9 @@ class ServingMetrics:
 
     def watch_repository(self, repository: ModelRepository) -> None:
         """Export the repository's loaded versions and load failures at scrape time."""
-        self.registry.register(_RepositoryCollector(repository))
+        collector = _RepositoryCollector(repository)
+        self._repository_collectors.append(collector)
+        self.registry.register(collector)
 
     def observe_stage(self, model: str, stage: str, seconds: float) -> None:
         self.stage_duration.labels(model, stage).observe(seconds)
@@ -116,7 +123,15 @@ class ServingMetrics:
         return BatchMetrics(self, model)
 
     def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        # Request counts and latencies summed over every process; the model gauges are
+        # this process's (every process serves the same model folder).
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=self.multiprocess_dir)
+        for collector in self._repository_collectors:
+            combined.register(collector)
+        return generate_latest(combined), CONTENT_TYPE_LATEST
 
 
 @dataclass(frozen=True)

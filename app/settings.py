@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `python -m app` binds to")
     port: int = Field(default=8000, ge=0, le=65535, description="Port `python -m app` binds to")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Serving processes of `python -m app`, each with its own copy of the "
+        "models and its own batcher (see docs/performance.md before raising it)",
+    )
     version_policy: Literal["latest", "all"] = Field(
         default="latest",
         description="Versions served per model: the newest that loads, or all of them",

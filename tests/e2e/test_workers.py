@@ -1,0 +1,62 @@
+"""`VISION_SERVING_WORKERS=2`: two serving processes on one port, one `/metrics`, exit 0."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from tests.app.images import png
+from tests.app.tiny_models import export_tiny_digits
+from tests.e2e.conftest import start_server, stop_server
+
+PREDICT = "/api/v1/models/tiny-digits/predict"
+REQUESTS = 'vision_serving_requests_total{api="native",model="tiny-digits",status="200"'
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    return [int(pid) for pid in children if "spawn_main" in _cmdline(int(pid))]
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def counted_requests(url: str) -> float:
+    lines = httpx.get(f"{url}/metrics", headers={"Connection": "close"}).text.splitlines()
+    return sum(float(line.split()[-1]) for line in lines if line.startswith(REQUESTS))
+
+
+def test_two_workers_serve_one_port_and_report_one_set_of_metrics(tmp_path: Path) -> None:
+    export_tiny_digits(tmp_path / "models")
+    server = start_server(tmp_path / "models", tmp_path / "server.log", VISION_SERVING_WORKERS="2")
+    try:
+        # /readyz answered by one worker; wait until every fresh connection says ready.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            answers = [
+                httpx.get(f"{server.url}/readyz", headers={"Connection": "close"}).status_code
+                for _ in range(10)
+            ]
+            if answers == [200] * 10:
+                break
+            time.sleep(0.2)
+        assert len(worker_pids(server.process.pid)) == 2, server.log()
+
+        def predict(index: int) -> int:
+            # A new connection per request, so the kernel spreads them over both workers.
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                files = {"files": (f"{index}.png", png(index))}
+                return client.post(PREDICT, files=files).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(predict, range(40)))
+        assert statuses == [200] * 40
+        # Every scrape, whichever worker answers it, counts the requests of both.
+        assert [counted_requests(server.url) for _ in range(6)] == [40.0] * 6
+    finally:
+        exit_code = stop_server(server)
+    assert exit_code == 0, server.log()
