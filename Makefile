@@ -30,8 +30,8 @@ serve: $(RUNTIME_STAMP)
 test: lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check app training tests
-	$(BIN)/ruff format --check app training tests
+	$(BIN)/ruff check app training tests bench
+	$(BIN)/ruff format --check app training tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

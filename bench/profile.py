@@ -5,7 +5,7 @@
 Writes a flame graph (SVG) and the collapsed stacks to bench/results/, and prints the
 functions holding the most samples, inclusive and self. `--gil` keeps only samples of
 the thread holding the GIL, which is what limits a single Python process's throughput.
-Needs py-spy (`pip install py-spy`) in the environment.
+Needs py-spy (in the dev extra) in the environment.
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ class Soak:
         elif kind == "models":
             response = await client.get("/api/v1/models")
         elif kind == "tfs_b64":
-            body = {"instances": [{"b64": base64.b64encode(data).decode()}]}
+            body: dict[str, object] = {"instances": [{"b64": base64.b64encode(data).decode()}]}
             response = await client.post(f"/v1/models/{MNIST}:predict", json=body)
         elif kind == "tfs_tensor":
             pixels = np.asarray(Image.open(io.BytesIO(data)), dtype=float)[..., None]
