@@ -32,3 +32,10 @@ def test_bytes_that_are_no_image_are_not_tiny() -> None:
     assert not is_tiny_image(upload(b"%PDF-1.4 not an image"))
     assert not is_tiny_image(upload(png()[:20]))
     assert not is_tiny_image(upload(b""))
+
+
+def test_only_pngs_are_tiny() -> None:
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    assert not is_tiny_image(upload(gray_jpeg(width=28, height=28)))
+    assert not is_tiny_image(upload(encode(digit, "GIF")))
+    assert not is_tiny_image(upload(encode(digit, "BMP")))
