@@ -133,7 +133,7 @@ def start_retrain(
         hidden_units=hyperparameters.get("hidden_units", [128, 60]),
         dropout=hyperparameters.get("dropout") or 0.0,
         ema_momentum=hyperparameters.get("ema_momentum"),
-        class_weight_power=hyperparameters.get("class_weight_power") or 1.0,
+        class_weight_power=_power_or_balanced(hyperparameters.get("class_weight_power")),
         initial_model=str(keras_model.resolve()),
         parent={"name": card.name, "version": card.version},
     )
@@ -179,3 +179,8 @@ def _finish_run(
         ),
     )
     return RunResult(run_dir=run_dir, version_dir=version_dir, card=ModelCard.read(version_dir))
+
+
+def _power_or_balanced(power: float | None) -> float:
+    """The recorded class-weight power (0 is a valid one); balanced when none was recorded."""
+    return 1.0 if power is None else power
