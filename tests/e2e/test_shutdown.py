@@ -49,7 +49,6 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> Non
         thread.start()
     wait_until_in_flight(server.url, 8)
     server.process.send_signal(signal.SIGTERM)
-    signalled = time.monotonic()
     time.sleep(0.3)
     try:
         late = httpx.post(server.url + PREDICT, files={"files": ("d.png", png())}, timeout=5)
@@ -58,10 +57,8 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> Non
         refused = "refused"
     for thread in in_flight:
         thread.join(30)
-    code = server.process.wait(30)
-    took = time.monotonic() - signalled
+    code = server.process.wait(30)  # the bound: TimeoutExpired fails the test
 
     assert results == [200] * 8, server.log()
     assert refused in {"refused", "answered 503"}, refused
     assert code == 0, server.log()
-    assert took < 30
