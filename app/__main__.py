@@ -12,6 +12,8 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from uvicorn.server import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from app.main import create_app
 from app.settings import ENV_PREFIX, Settings
@@ -67,13 +69,15 @@ def _serve_with_workers(settings: Settings, overrides: dict[str, object]) -> Non
 
     uvicorn's supervisor starts every worker afresh (spawn), so command-line overrides
     travel as the environment variables `Settings` reads, and Prometheus counts as files
-    in a private folder that any worker's `/metrics` sums up.
+    in a private folder (always a fresh one: stale files would add old counts) that any
+    worker's `/metrics` sums up. A worker that fails to start stops the supervisor, and
+    the exit status says so (uvicorn itself would exit 0).
     """
     for key, value in overrides.items():
         os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
     with tempfile.TemporaryDirectory(prefix="vision-serving-metrics-") as metrics_dir:
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
-        uvicorn.run(
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        config = uvicorn.Config(
             "app.main:create_app",
             factory=True,
             workers=settings.workers,
@@ -82,6 +86,10 @@ def _serve_with_workers(settings: Settings, overrides: dict[str, object]) -> Non
             log_level=settings.log_level,
             timeout_graceful_shutdown=30,
         )
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.run()
+    if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
+        raise SystemExit(STARTUP_FAILURE)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from app.errors import InvalidInput, Overloaded, PayloadTooLarge
+from app.errors import InvalidInput, Overloaded, PayloadTooLarge, ServingError
 from app.imaging import Upload, is_tiny_image
 from app.labelled import LabelledUpload
 from app.metrics import EvaluationReport, evaluate_probabilities
@@ -156,6 +156,28 @@ class DataPlane:
             probabilities = await model.predict(pixels)
         return Classification(model=model, card=card, pixels=pixels, probabilities=probabilities)
 
+    def refusal_before_reading(self, model_name: str, version: int | None) -> Overloaded | None:
+        """The 503 for a request to a model whose queue is already full, else None.
+
+        Such a request would be refused whatever it holds (it brings at least one
+        image), so `EarlyAdmission` answers it before its body is parsed or decoded.
+        Unknown or unready models are left to the route, which explains them.
+        """
+        try:
+            model = self.repository.get(model_name, version)
+        except ServingError:
+            return None
+        if model.images_in_flight < self.settings.max_queued_images:
+            return None
+        label_request(model.name, model.version)
+        return self._overloaded(model)
+
+    def _overloaded(self, model: ServedModel) -> Overloaded:
+        return Overloaded(
+            f"model {model.name} has {model.images_in_flight} images in flight (limit "
+            f"{self.settings.max_queued_images}); retry shortly"
+        )
+
     @contextlib.asynccontextmanager
     async def _admitted(self, model: ServedModel, images: int) -> AsyncIterator[None]:
         """Admit a request within the model's queue bound and the request deadline.
@@ -165,10 +187,7 @@ class DataPlane:
         """
         limit = self.settings.max_queued_images
         if model.images_in_flight + images > limit and model.images_in_flight > 0:
-            raise Overloaded(
-                f"model {model.name} has {model.images_in_flight} images in flight (limit "
-                f"{limit}); retry shortly"
-            )
+            raise self._overloaded(model)
         timeout = self.settings.request_timeout_seconds
         async with model.serving(images):
             try:

@@ -285,16 +285,21 @@ def _as_mnist_form(image: Image.Image) -> NDArray[np.float32] | None:
     Most uploads to a digit model are MNIST-style 28x28 digits, and the full pipeline costs
     ~0.4 ms of GIL-holding NumPy calls, while these checks cost a fraction of that. They are
     the conditions under which every step is exactly a no-op: an 8-bit 28x28 picture with
-    a pure black border (no inversion, paper level 0), full contrast (nothing to stretch),
+    a pure black border (no inversion), no transparency (nothing to composite), mostly
+    black background (paper level exactly 0), full contrast (nothing to stretch),
     no ink at all outside the bounding box of its bright pixels (nothing cropped away), that
     box with no empty rows or columns (no specks) and a longest side of 20 (nothing to
     scale), and the centre of mass within half a pixel of (14, 14) (no shift). The test
     suite checks that this returns exactly what the full pipeline returns.
     """
-    if image.mode != "L" or image.size != (FIELD_SIZE, FIELD_SIZE):
+    if image.mode != "L" or image.size != (FIELD_SIZE, FIELD_SIZE) or image.has_transparency_data:
         return None
     pixels = np.asarray(image)
     if pixels.max() != 255 or pixels[[0, -1]].any() or pixels[:, [0, -1]].any():
+        return None
+    # The paper level is the upper median of the darker half (<= 127): it is 0, with no
+    # noise, exactly when zeros are more than half of those pixels.
+    if 2 * np.count_nonzero(pixels == 0) <= np.count_nonzero(pixels <= 127):
         return None
     bright_rows = np.flatnonzero((pixels > EXTENT_MIN_FRACTION * 255).any(axis=1))
     bright_columns = np.flatnonzero((pixels > EXTENT_MIN_FRACTION * 255).any(axis=0))

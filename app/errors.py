@@ -121,6 +121,13 @@ def error_response(status_code: int, code: str, message: str, **extra: Any) -> J
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status_code)
 
 
+def serving_error_response(exc: ServingError) -> JSONResponse:
+    response = error_response(exc.status_code, exc.code, exc.message, **(exc.details or {}))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
 # Codes for the HTTP errors Starlette raises itself (unknown route, wrong method, ...).
 _HTTP_CODES = {
     400: "bad_request",
@@ -138,12 +145,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServingError)
     async def _serving_error(_: Request, exc: ServingError) -> JSONResponse:
-        if exc.status_code >= 500:
+        if exc.status_code >= 500 and not isinstance(exc, Overloaded):
             logger.error("%s: %s", exc.code, exc.message)
-        response = error_response(exc.status_code, exc.code, exc.message, **(exc.details or {}))
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
+        return serving_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -90,15 +90,20 @@ def decode_image(
 TINY_IMAGE_MAX_BYTES = 16 * 1024
 TINY_IMAGE_MAX_PIXELS = 128 * 128
 _PNG_HEADER = struct.Struct(">8sI4sII")  # signature, IHDR length, b"IHDR", width, height
+_PNG_CHUNK = struct.Struct(">I4s")  # length, type
+_PLAIN_PNG_CHUNKS = frozenset(
+    {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND", b"gAMA", b"sRGB", b"pHYs", b"cHRM", b"sBIT"}
+)
 
 
 def is_tiny_image(upload: Upload) -> bool:
     """Whether `upload` is a PNG that is certainly cheap to decode: few bytes, few pixels.
 
-    Reads only the fixed PNG header (no Pillow call: this runs on the event loop for
-    every single-file request). The pixel bound matters because a few KiB of PNG can
-    declare megapixels of one colour. Other formats are never tiny; they, and anything
-    malformed, are decoded on the pool, where errors are explained.
+    Reads only the PNG header and chunk headers (no Pillow call: this runs on the event
+    loop for every single-file request). The pixel bound matters because a few KiB of PNG
+    can declare megapixels of one colour; Pillow stops inflating pixel data at the
+    declared size. Other formats are never tiny; they, and anything malformed, are decoded
+    on the pool, where errors are explained.
     """
     data = upload.data
     if len(data) > TINY_IMAGE_MAX_BYTES or len(data) < _PNG_HEADER.size:
@@ -106,7 +111,17 @@ def is_tiny_image(upload: Upload) -> bool:
     signature, _, chunk, width, height = _PNG_HEADER.unpack_from(data)
     if signature != b"\x89PNG\r\n\x1a\n" or chunk != b"IHDR":
         return False
-    return width * height <= TINY_IMAGE_MAX_PIXELS
+    if width * height > TINY_IMAGE_MAX_PIXELS:
+        return False
+    # Only plain pixel chunks: compressed text (zTXt, iTXt), ICC profiles and the like can
+    # inflate to megabytes from a few KiB, which is work for the pool, not the event loop.
+    position = 8
+    while position + 8 <= len(data):
+        length, kind = _PNG_CHUNK.unpack_from(data, position)
+        if kind not in _PLAIN_PNG_CHUNKS:
+            return False
+        position += 12 + length  # length, type, data, CRC
+    return True
 
 
 def to_standard_mode(image: Image.Image) -> Image.Image:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.admission import EarlyAdmission
 from app.dataplane import DataPlane
 from app.devices import configure_devices
 from app.docs import install_offline_docs
@@ -43,9 +44,10 @@ Every error is JSON: `{"error": "<message>", "code": "<code>"}`.
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI app for `settings` (default: from `VISION_SERVING_*` variables)."""
     settings = settings or Settings()
-    # prometheus_client's own variable: `python -m app` sets it when it starts several
-    # worker processes, which then share their counts through files in that folder.
-    metrics = ServingMetrics(multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    # With several workers `python -m app` gives them a private folder in prometheus_client's
+    # own variable, through which they share their counts.
+    multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") if settings.workers > 1 else None
+    metrics = ServingMetrics(multiprocess_dir=multiprocess_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.add_middleware(EarlyAdmission, settings=settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

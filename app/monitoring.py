@@ -15,11 +15,16 @@ Families (all prefixed `vision_serving_`):
 - `requests_in_flight{model}`                              gauge, requests being served
 - `model_version_info{model, version, state, device}`      gauge (1), every known version
 - `model_load_failures_total{model}`                       counter
+
+With several worker processes (`VISION_SERVING_WORKERS`), requests, latencies and batch
+sizes are summed over all of them, and the model families (the last four) carry a
+`worker` label (the process id) because each process loads its own copy.
 """
 
 from __future__ import annotations
 
 import contextvars
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -112,7 +117,10 @@ class ServingMetrics:
 
     def watch_repository(self, repository: ModelRepository) -> None:
         """Export the repository's loaded versions and load failures at scrape time."""
-        collector = _RepositoryCollector(repository)
+        # Several processes each answer scrapes; their own gauges and counters carry the
+        # process id, or a scrape of another process would look like a counter reset.
+        worker = str(os.getpid()) if self.multiprocess_dir is not None else None
+        collector = _RepositoryCollector(repository, worker)
         self._repository_collectors.append(collector)
         self.registry.register(collector)
 
@@ -152,36 +160,43 @@ class BatchMetrics:
 
 
 class _RepositoryCollector(Collector):
-    def __init__(self, repository: ModelRepository) -> None:
+    def __init__(self, repository: ModelRepository, worker: str | None = None) -> None:
         self.repository = repository
+        self.extra_labels = ["worker"] if worker is not None else []
+        self.extra_values = [worker] if worker is not None else []
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        extra, values = self.extra_labels, self.extra_values
         loaded = GaugeMetricFamily(
-            f"{PREFIX}_model_versions_loaded", "Versions of each model serving", labels=["model"]
+            f"{PREFIX}_model_versions_loaded",
+            "Versions of each model serving",
+            labels=["model", *extra],
         )
         info = GaugeMetricFamily(
             f"{PREFIX}_model_version_info",
             "Every known model version (value 1), with its state and device",
-            labels=["model", "version", "state", "device"],
+            labels=["model", "version", "state", "device", *extra],
         )
         in_flight = GaugeMetricFamily(
             f"{PREFIX}_requests_in_flight",
             "Requests being served by each model (decoding, queued or running)",
-            labels=["model"],
+            labels=["model", *extra],
         )
         for name in self.repository.names():
             versions = self.repository.versions(name)
             ready = sum(v.state is ModelState.READY for v in versions)
-            loaded.add_metric([name], ready)
-            in_flight.add_metric([name], sum(v.in_flight for v in versions))
+            loaded.add_metric([name, *values], ready)
+            in_flight.add_metric([name, *values], sum(v.in_flight for v in versions))
             for v in versions:
                 device = v.device.kind if v.device else ""
-                info.add_metric([name, str(v.version), str(v.state), device], 1)
+                info.add_metric([name, str(v.version), str(v.state), device, *values], 1)
         failures = CounterMetricFamily(
-            f"{PREFIX}_model_load_failures", "Failed model version loads", labels=["model"]
+            f"{PREFIX}_model_load_failures",
+            "Failed model version loads",
+            labels=["model", *extra],
         )
         for name, count in sorted(self.repository.load_failures.items()):
-            failures.add_metric([name], count)
+            failures.add_metric([name, *values], count)
         yield loaded
         yield in_flight
         yield info

@@ -62,38 +62,55 @@ class Outcome:
 
 
 async def _client(host: str, port: int, request: bytes, deadline: float, outcome: Outcome) -> None:
-    """One keep-alive connection sending `request` back to back until `deadline`."""
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
+    """One keep-alive connection sending `request` back to back until `deadline`.
+
+    Any failure (refused or reset connection, timeout, a malformed answer) is recorded
+    as a socket error and the connection is replaced, so one bad answer never ends the run.
+    """
+    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        try:
+            if connection is None:
+                connection = await asyncio.open_connection(host, port)
+            reader, writer = connection
             writer.write(request)
-            try:
-                status, headers = await asyncio.wait_for(_read_response(reader), 60)
-            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError) as error:
-                outcome.record(f"socket error ({type(error).__name__})", 0.0)
-                writer.close()
-                reader, writer = await asyncio.open_connection(host, port)
-                continue
-            outcome.record(status, time.perf_counter() - started)
-            if status == "503" and b"retry-after" not in headers:
-                outcome.missing_retry_after += 1
-            if b"connection: close" in headers:
-                writer.close()
-                reader, writer = await asyncio.open_connection(host, port)
-    finally:
-        writer.close()
+            status, headers = await asyncio.wait_for(_read_response(reader), 60)
+        except (
+            OSError,
+            TimeoutError,
+            ValueError,
+            IndexError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ) as error:
+            outcome.record(f"socket error ({type(error).__name__})", time.perf_counter() - started)
+            _close(connection)
+            connection = None
+            continue
+        outcome.record(status, time.perf_counter() - started)
+        if status == "503" and b"retry-after" not in headers:
+            outcome.missing_retry_after += 1
+        if b"connection: close" in headers:
+            _close(connection)
+            connection = None
+    _close(connection)
+
+
+def _close(connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> None:
+    if connection is not None:
+        connection[1].close()
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[str, bytes]:
+    """Status and lower-cased head of one answer; the service always sends Content-Length."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = head.split(b" ", 2)[1].decode()
     headers = head.lower()
-    length = 0
-    for line in headers.split(b"\r\n"):
-        if line.startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    await reader.readexactly(length)
+    lengths = [line for line in headers.split(b"\r\n") if line.startswith(b"content-length:")]
+    if not lengths:
+        raise ValueError("answer without Content-Length")
+    await reader.readexactly(int(lengths[0].split(b":", 1)[1]))
     return status, headers
 
 

@@ -133,6 +133,7 @@ def start_retrain(
         hidden_units=hyperparameters.get("hidden_units", [128, 60]),
         dropout=hyperparameters.get("dropout") or 0.0,
         ema_momentum=hyperparameters.get("ema_momentum"),
+        class_weights=card.training.class_weights is not None,
         class_weight_power=_power_or_balanced(hyperparameters.get("class_weight_power")),
         initial_model=str(keras_model.resolve()),
         parent={"name": card.name, "version": card.version},

@@ -94,3 +94,37 @@ async def test_tiny_uploads_skip_the_decode_pool_and_larger_ones_use_it(
     assert [tiny_answer.status_code, large_answer.status_code, two_tiny.status_code] == [200] * 3
     assert decoded_on[0] == threading.current_thread().name  # the event loop's thread
     assert decoded_on[1].startswith("decode") and decoded_on[2].startswith("decode")
+
+
+BROKEN_FORM = {"content-type": "multipart/form-data; boundary=x"}
+
+
+async def test_a_full_model_refuses_before_reading_the_body(serve: ServeFn) -> None:
+    async with serve(max_queued_images=1, max_batch_wait_ms=1500) as client:
+        first = asyncio.create_task(client.post(PREDICT, files={"files": ("a.png", png())}))
+        await asyncio.sleep(0.2)
+        # A body no parser could read: only a refusal that never parsed it gives 503.
+        while_full = await client.post(PREDICT, content=b"garbage", headers=BROKEN_FORM)
+        tf_serving = await client.post("/v1/models/tiny-digits:predict", content=b"{")
+        other_model_path = await client.post(
+            "/api/v1/models/no-such-model/predict", content=b"garbage", headers=BROKEN_FORM
+        )
+        assert (await first).status_code == 200
+        after = await client.post(PREDICT, content=b"garbage", headers=BROKEN_FORM)
+    assert while_full.status_code == 503
+    assert while_full.json()["code"] == "overloaded"
+    assert while_full.headers["retry-after"] == "1"
+    assert tf_serving.status_code == 503
+    assert other_model_path.status_code in {400, 404}  # the route decides, not admission
+    assert after.status_code in {400, 422}  # parsed once there is room
+
+
+async def test_with_an_api_key_a_full_model_still_answers_strangers_401(serve: ServeFn) -> None:
+    key = {"authorization": "Bearer k"}
+    async with serve(max_queued_images=1, max_batch_wait_ms=1500, api_key="k") as client:
+        files = {"files": ("a.png", png())}
+        first = asyncio.create_task(client.post(PREDICT, files=files, headers=key))
+        await asyncio.sleep(0.2)
+        stranger = await client.post(PREDICT, files={"files": ("b.png", png())})
+        await first
+    assert stranger.status_code == 401

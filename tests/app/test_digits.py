@@ -474,6 +474,40 @@ def mnist_form_seven() -> NDArray[np.uint8]:
     return center_by_mass(crop_to_content(drawn)).astype(np.uint8)
 
 
+def test_mnist_form_shortcut_declines_transparency_and_a_grey_background() -> None:
+    digit = mnist_form_seven()
+    transparent = io.BytesIO()
+    Image.fromarray(digit).save(transparent, "PNG", transparency=0)
+    assert mnist_form_shortcut(Image.open(transparent)) is None
+    block = np.zeros((28, 28), dtype=np.uint8)
+    block[4:24, 4:24] = 100  # bright enough to be ink, but most dark pixels are not 0
+    block[14, 14] = 255
+    assert mnist_form_shortcut(Image.fromarray(block)) is None
+    np.testing.assert_array_equal(
+        normalize_digit(Image.fromarray(block)), full_pipeline(Image.fromarray(block))
+    )
+
+
+def test_mnist_form_shortcut_agrees_with_the_pipeline_on_random_digit_like_pictures() -> None:
+    """Strokes of random width, length and grey level, placed where the checks may pass."""
+    rng = np.random.default_rng(7)
+    taken = 0
+    for _ in range(400):
+        picture = np.zeros((28, 28), dtype=np.uint8)
+        height, width = 20, int(rng.integers(3, 21))
+        top = int(rng.integers(4, 6))
+        left = max(1, 14 - width // 2 + int(rng.integers(-1, 2)))
+        strokes = rng.integers(0, 256, (height, width)) * (rng.random((height, width)) < 0.4)
+        picture[top : top + height, left : left + width] = strokes
+        picture[top, left] = picture[top + height - 1, left + width - 1] = 255
+        image = Image.fromarray(picture)
+        shortcut = mnist_form_shortcut(image)
+        if shortcut is not None:
+            taken += 1
+            np.testing.assert_array_equal(shortcut, full_pipeline(image))
+    assert taken >= 20, taken
+
+
 @pytest.mark.parametrize(
     "spoil",
     [

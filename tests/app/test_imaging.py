@@ -39,3 +39,13 @@ def test_only_pngs_are_tiny() -> None:
     assert not is_tiny_image(upload(gray_jpeg(width=28, height=28)))
     assert not is_tiny_image(upload(encode(digit, "GIF")))
     assert not is_tiny_image(upload(encode(digit, "BMP")))
+
+
+def test_a_small_png_with_compressed_text_is_not_tiny() -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "x" * 1_000_000, zip=True)  # ~1 MB inflated from ~1 KiB
+    with_text = encode(np.zeros((28, 28), dtype=np.uint8), pnginfo=info)
+    assert len(with_text) <= TINY_IMAGE_MAX_BYTES
+    assert not is_tiny_image(upload(with_text))

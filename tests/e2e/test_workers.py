@@ -14,6 +14,7 @@ from tests.e2e.conftest import start_server, stop_server
 
 PREDICT = "/api/v1/models/tiny-digits/predict"
 REQUESTS = 'vision_serving_requests_total{api="native",model="tiny-digits",status="200"'
+LOADED = 'vision_serving_model_versions_loaded{model="tiny-digits",worker="'
 
 
 def worker_pids(server_pid: int) -> list[int]:
@@ -25,9 +26,12 @@ def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
-def counted_requests(url: str) -> float:
+def scrape(url: str) -> tuple[float, str]:
+    """Requests counted, and the process that answered (from its `worker` label)."""
     lines = httpx.get(f"{url}/metrics", headers={"Connection": "close"}).text.splitlines()
-    return sum(float(line.split()[-1]) for line in lines if line.startswith(REQUESTS))
+    counted = sum(float(line.split()[-1]) for line in lines if line.startswith(REQUESTS))
+    loaded = next(line for line in lines if line.startswith(LOADED))
+    return counted, loaded.split('worker="')[1].split('"')[0]
 
 
 def test_two_workers_serve_one_port_and_report_one_set_of_metrics(tmp_path: Path) -> None:
@@ -55,8 +59,13 @@ def test_two_workers_serve_one_port_and_report_one_set_of_metrics(tmp_path: Path
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(predict, range(40)))
         assert statuses == [200] * 40
-        # Every scrape, whichever worker answers it, counts the requests of both.
-        assert [counted_requests(server.url) for _ in range(6)] == [40.0] * 6
+        # Every scrape, whichever worker answers it, counts the requests of both, and
+        # both answer scrapes (their model gauges name them).
+        scrapes = [scrape(server.url) for _ in range(20)]
+        assert [counted for counted, _ in scrapes] == [40.0] * 20
+        assert {worker for _, worker in scrapes} == {
+            str(pid) for pid in worker_pids(server.process.pid)
+        }
     finally:
         exit_code = stop_server(server)
     assert exit_code == 0, server.log()
