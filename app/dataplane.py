@@ -167,15 +167,19 @@ class DataPlane:
             model = self.repository.get(model_name, version)
         except ServingError:
             return None
-        if model.images_in_flight < self.settings.max_queued_images:
-            return None
-        label_request(model.name, model.version)
-        return self._overloaded(model)
+        refusal = self._refusal(model, images=1)
+        if refusal is not None:
+            label_request(model.name, model.version)
+        return refusal
 
-    def _overloaded(self, model: ServedModel) -> Overloaded:
+    def _refusal(self, model: ServedModel, images: int) -> Overloaded | None:
+        """The queue bound: refuse `images` more unless the model has room or is idle."""
+        limit = self.settings.max_queued_images
+        if model.images_in_flight + images <= limit or model.images_in_flight == 0:
+            return None
         return Overloaded(
             f"model {model.name} has {model.images_in_flight} images in flight (limit "
-            f"{self.settings.max_queued_images}); retry shortly"
+            f"{limit}); retry shortly"
         )
 
     @contextlib.asynccontextmanager
@@ -185,9 +189,9 @@ class DataPlane:
         A full queue answers 503 at once rather than letting latency grow without
         bound; a request past its deadline is dropped from the batch it waits for.
         """
-        limit = self.settings.max_queued_images
-        if model.images_in_flight + images > limit and model.images_in_flight > 0:
-            raise self._overloaded(model)
+        refusal = self._refusal(model, images)
+        if refusal is not None:
+            raise refusal
         timeout = self.settings.request_timeout_seconds
         async with model.serving(images):
             try:

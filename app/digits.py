@@ -301,8 +301,9 @@ def _as_mnist_form(image: Image.Image) -> NDArray[np.float32] | None:
     # noise, exactly when zeros are more than half of those pixels.
     if 2 * np.count_nonzero(pixels == 0) <= np.count_nonzero(pixels <= 127):
         return None
-    bright_rows = np.flatnonzero((pixels > EXTENT_MIN_FRACTION * 255).any(axis=1))
-    bright_columns = np.flatnonzero((pixels > EXTENT_MIN_FRACTION * 255).any(axis=0))
+    bright = pixels > EXTENT_MIN_FRACTION * 255
+    bright_rows = np.flatnonzero(bright.any(axis=1))
+    bright_columns = np.flatnonzero(bright.any(axis=0))
     top, bottom = int(bright_rows[0]), int(bright_rows[-1]) + 1
     left, right = int(bright_columns[0]), int(bright_columns[-1]) + 1
     if max(bottom - top, right - left) != BOX_SIZE:
