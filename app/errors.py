@@ -122,6 +122,9 @@ def error_response(status_code: int, code: str, message: str, **extra: Any) -> J
 
 
 def serving_error_response(exc: ServingError) -> JSONResponse:
+    """The JSON answer to `exc`; server-side failures (not overload) are logged first."""
+    if exc.status_code >= 500 and not isinstance(exc, Overloaded):
+        logger.error("%s: %s", exc.code, exc.message)
     response = error_response(exc.status_code, exc.code, exc.message, **(exc.details or {}))
     if exc.headers:
         response.headers.update(exc.headers)
@@ -145,8 +148,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServingError)
     async def _serving_error(_: Request, exc: ServingError) -> JSONResponse:
-        if exc.status_code >= 500 and not isinstance(exc, Overloaded):
-            logger.error("%s: %s", exc.code, exc.message)
         return serving_error_response(exc)
 
     @app.exception_handler(RequestValidationError)

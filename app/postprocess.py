@@ -11,7 +11,43 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from app.dataplane import Classification, Evaluation
-from app.schemas import ClassProbability, FilePrediction, FileProbabilities, Prediction
+from app.schemas import (
+    ClassProbability,
+    FilePrediction,
+    FileProbabilities,
+    Prediction,
+    PredictResponse,
+    ProbabilitiesResponse,
+)
+
+
+def predict_response(
+    classification: Classification,
+    filenames: Sequence[str],
+    top_k: int,
+    *,
+    include_preprocessed: bool = False,
+) -> PredictResponse:
+    """The native `predict` answer, for the typed route and the fast lane alike."""
+    return PredictResponse(
+        model=classification.model.name,
+        version=classification.model.version,
+        predictions=to_predictions(
+            classification, filenames, top_k, include_preprocessed=include_preprocessed
+        ),
+    )
+
+
+def probabilities_response(
+    classification: Classification, filenames: Sequence[str]
+) -> ProbabilitiesResponse:
+    """The native `probabilities` answer, for the typed route and the fast lane alike."""
+    return ProbabilitiesResponse(
+        model=classification.model.name,
+        version=classification.model.version,
+        class_names=classification.card.class_names,
+        results=to_probabilities(classification, filenames),
+    )
 
 
 def to_predictions(

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Longest a request waits for others to share its batch (milliseconds)",
     )
+    fast_lane: bool = Field(
+        default=True,
+        description="Serve plain image uploads to predict/probabilities without FastAPI's "
+        "per-request machinery (same answers; see docs/performance.md); false: always the route",
+    )
     max_body_bytes: int = Field(
         default=32 * MIB, ge=1, description="Largest request body accepted (413 beyond it)"
     )

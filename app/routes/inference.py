@@ -14,7 +14,7 @@ from app.dataplane import DataPlane
 from app.deps import DataPlaneDep, SettingsDep, read_uploads
 from app.errors import ErrorResponse, InvalidInput
 from app.labelled import ArchiveLimits, parse_labels, read_labelled_archive
-from app.postprocess import to_file_predictions, to_predictions, to_probabilities
+from app.postprocess import predict_response, probabilities_response, to_file_predictions
 from app.schemas import EvaluateResponse, PredictResponse, ProbabilitiesResponse
 
 router = APIRouter(prefix="/api/v1", tags=["inference"])
@@ -55,13 +55,7 @@ async def _predict(
     uploads = await read_uploads(files)
     result = await dataplane.classify_uploads(name, version, uploads)
     filenames = [u.filename for u in uploads]
-    return PredictResponse(
-        model=result.model.name,
-        version=result.model.version,
-        predictions=to_predictions(
-            result, filenames, top_k, include_preprocessed=include_preprocessed
-        ),
-    )
+    return predict_response(result, filenames, top_k, include_preprocessed=include_preprocessed)
 
 
 @router.post(
@@ -108,12 +102,7 @@ async def _probabilities(
 ) -> ProbabilitiesResponse:
     uploads = await read_uploads(files)
     result = await dataplane.classify_uploads(name, version, uploads)
-    return ProbabilitiesResponse(
-        model=result.model.name,
-        version=result.model.version,
-        class_names=result.card.class_names,
-        results=to_probabilities(result, [u.filename for u in uploads]),
-    )
+    return probabilities_response(result, [u.filename for u in uploads])
 
 
 @router.post(
