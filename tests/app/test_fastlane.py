@@ -54,12 +54,17 @@ def digit(name: str = "d.png", seed: int = 0) -> tuple[str, tuple[str, bytes, st
     return ("files", (name, png(seed), "image/png"))
 
 
-def raw_part(name: str, filename: str | None, data: bytes) -> bytes:
+def raw_part(
+    name: str, filename: str | None, data: bytes, extra_headers: str = "", boundary: str = BOUNDARY
+) -> bytes:
     disposition = f'form-data; name="{name}"' + (
         f'; filename="{filename}"' if filename is not None else ""
     )
-    head = f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
-    return head + data + b"\r\n"
+    head = f"--{boundary}\r\nContent-Disposition: {disposition}\r\n{extra_headers}\r\n"
+    return head.encode() + data + b"\r\n"
+
+
+LONG_BOUNDARY = "b" * 257  # longer than python-multipart takes
 
 
 CLOSING = f"--{BOUNDARY}--\r\n".encode()
@@ -113,6 +118,37 @@ CASES = [
         served=False,
     ),
     Case("not multipart", headers={"content-type": "application/json"}, body=b"{}", served=False),
+    Case(
+        "an empty file box (browsers send one for an unselected file input)",
+        body=raw_part("files", "", b"") + CLOSING,
+        served=False,
+    ),
+    Case(
+        "an empty file box before a real file",
+        body=raw_part("files", "", b"") + raw_part("files", "d.png", png()) + CLOSING,
+        served=False,
+    ),
+    Case(
+        "a charset parameter",
+        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}; charset=latin-1"},
+        body=raw_part("files", "\u00e9.png", png()) + CLOSING,
+        served=False,
+    ),
+    Case(
+        "a part header given twice",
+        body=raw_part(
+            "files", "n.txt", b"hello", "Content-Type: text/plain\r\nContent-Type: image/png\r\n"
+        )
+        + CLOSING,
+        served=False,
+    ),
+    Case(
+        "a boundary too long for the parser",
+        headers={"content-type": f"multipart/form-data; boundary={LONG_BOUNDARY}"},
+        body=raw_part("files", "d.png", png(), boundary=LONG_BOUNDARY)
+        + f"--{LONG_BOUNDARY}--\r\n".encode(),
+        served=False,
+    ),
 ]
 
 
@@ -162,6 +198,82 @@ async def test_with_an_api_key_only_the_right_key_is_served_by_the_lane(
     assert laned.status_code == status
     assert (laned.status_code, laned.content) == (routed.status_code, routed.content)
     assert counts.served == int(served)
+
+
+@pytest.mark.parametrize(
+    ("key", "authorization"),
+    [
+        pytest.param("cl\u00e9", "Bearer cl\u00e9".encode(), id="non-ASCII key"),
+        pytest.param(" k", b"Bearer  k", id="key with a leading space"),
+        pytest.param("s3cret", b"bearer s3cret", id="lower-case scheme"),
+    ],
+)
+async def test_keys_the_lane_cannot_check_exactly_go_to_the_route(
+    tiny_model_dir: Path, key: str, authorization: bytes
+) -> None:
+    async with app_client(tiny_model_dir, api_key=key) as (client, counts):
+        laned = await client.post(
+            PREDICT, files=[digit()], headers={"authorization": authorization}
+        )
+    async with app_client(tiny_model_dir, api_key=key, fast_lane=False) as (client, _):
+        routed = await client.post(
+            PREDICT, files=[digit()], headers={"authorization": authorization}
+        )
+    assert (laned.status_code, laned.content) == (routed.status_code, routed.content)
+    assert (counts.served, counts.handed_on) == (0, 1)
+
+
+async def test_behind_a_root_path_requests_go_to_the_route(tiny_model_dir: Path) -> None:
+    app = create_app(Settings(model_dir=tiny_model_dir))
+    async with app.router.lifespan_context(app):
+        await app.state.dataplane.repository.loaded.wait()
+        transport = httpx.ASGITransport(app=app, root_path="/svc")
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.post("/svc" + PREDICT, files=[digit()])
+    assert response.status_code == 200
+    assert app.state.fast_lane.served == 0
+
+
+async def disconnecting_client_status(app: Any) -> list[int]:
+    """Send half a body, then disconnect; return the statuses the app sent."""
+    messages = [
+        {"type": "http.request", "body": raw_part("files", "d.png", png())[:50], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    headers = [
+        (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
+        (b"content-length", b"4000"),
+    ]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": PREDICT, "raw_path": PREDICT.encode(), "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("test", 80),
+    }  # fmt: skip
+    await app(scope, receive, send)
+    return statuses
+
+
+async def test_a_client_that_disconnects_mid_body_gets_what_the_route_gives(
+    tiny_model_dir: Path,
+) -> None:
+    answers = []
+    for lane in (True, False):
+        app = create_app(Settings(model_dir=tiny_model_dir, fast_lane=lane))
+        async with app.router.lifespan_context(app):
+            await app.state.dataplane.repository.loaded.wait()
+            answers.append(await disconnecting_client_status(app))
+            if lane:
+                assert app.state.fast_lane.handed_on == 1
+    assert answers[0] == answers[1]
 
 
 async def test_a_body_without_declared_length_goes_to_the_route(tiny_model_dir: Path) -> None:
