@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=30,
     )
 
@@ -84,6 +85,7 @@ def _serve_with_workers(settings: Settings, overrides: dict[str, object]) -> Non
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            access_log=settings.access_log,
             timeout_graceful_shutdown=30,
         )
         supervisor = Multiprocess(config, sockets=[config.bind_socket()])

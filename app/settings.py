@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="Log level of the service and uvicorn"
     )
+    access_log: bool = Field(
+        # Off, as in TF Serving and Triton: a line per request costs ~15% of the event
+        # loop's CPU (docs/performance.md); /metrics counts every request by status.
+        default=False,
+        description="uvicorn's access log, a line per request, from `python -m app`",
+    )
     max_batch_size: int = Field(
         default=32, ge=1, description="Most images one model call takes from the batch queue"
     )
