@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request, UploadFile
 
 from app.dataplane import DataPlane
-from app.imaging import Upload
+from app.imaging import Upload, upload_filename
 from app.repository import ModelRepository
 from app.settings import Settings
 
@@ -38,7 +38,7 @@ async def read_uploads(files: list[UploadFile]) -> list[Upload]:
     for index, file in enumerate(files):
         uploads.append(
             Upload(
-                filename=file.filename or f"file-{index}",
+                filename=upload_filename(file.filename, index),
                 data=await file.read(),
                 content_type=file.content_type,
             )

@@ -15,9 +15,9 @@ in their everyday spellings, and the API key (if one is set) given as exactly
 `Bearer <key>`. Anything else, including every malformed request and a client that
 disconnects mid-body, is handed on to the typed FastAPI route with the messages already
 read: the route is the specification, owns the OpenAPI page and gives every validation
-error. Errors of the data plane itself (unknown
-model, undecodable image, overload) are rendered by the one function the route's handler
-uses too, so both paths answer them alike.
+error. Errors of the data plane itself (unknown model, undecodable image, overload) are
+rendered by the one function the route's handler uses too, so both paths answer them
+alike.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.dataplane import DataPlane
 from app.errors import ServingError, serving_error_response
-from app.imaging import Upload
+from app.imaging import Upload, upload_filename
 from app.postprocess import predict_response, probabilities_response
 from app.settings import Settings
 
@@ -271,7 +271,7 @@ def _file_parts(body: bytes, boundary: bytes, settings: Settings) -> list[Upload
         try:
             uploads.append(
                 Upload(
-                    filename=filename.decode("utf-8") or f"file-{len(uploads)}",
+                    filename=upload_filename(filename.decode("utf-8"), len(uploads)),
                     data=data,
                     content_type=content_type.decode("latin-1") if content_type else None,
                 )

@@ -51,6 +51,11 @@ class Upload:
     content_type: str | None = None
 
 
+def upload_filename(filename: str | None, index: int) -> str:
+    """The name an upload is answered under: its own, or `file-<index>` if it has none."""
+    return filename or f"file-{index}"
+
+
 def decode_image(
     upload: Upload,
     *,
