@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from uvicorn.server import STARTUP_FAILURE
@@ -55,8 +56,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if settings.workers > 1:
         _serve_with_workers(settings, overrides)
         return
-    uvicorn.run(
-        create_app(settings),
+    uvicorn.run(create_app(settings), **uvicorn_options(settings))
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What uvicorn is told, with one process or several."""
+    return dict(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -82,11 +87,7 @@ def _serve_with_workers(settings: Settings, overrides: dict[str, object]) -> Non
             "app.main:create_app",
             factory=True,
             workers=settings.workers,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=settings.access_log,
-            timeout_graceful_shutdown=30,
+            **uvicorn_options(settings),
         )
         supervisor = Multiprocess(config, sockets=[config.bind_socket()])
         supervisor.run()

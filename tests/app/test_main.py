@@ -1,31 +1,22 @@
-"""`python -m app`: command line and settings reach uvicorn."""
+"""`python -m app`: what its settings tell uvicorn."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-import app.__main__ as entry
+from app.__main__ import uvicorn_options
+from app.settings import Settings
 
 
-@pytest.fixture
-def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(entry.uvicorn, "run", lambda app, **options: calls.append(options))
-    monkeypatch.setattr(entry.signal, "signal", lambda *args: None)  # keep pytest's handlers
-    return calls
+def test_the_access_log_is_off_by_default() -> None:
+    assert uvicorn_options(Settings())["access_log"] is False
 
 
-def test_the_access_log_is_off_by_default(uvicorn_calls: list[dict[str, Any]]) -> None:
-    entry.main(["--port", "8123"])
-    assert uvicorn_calls[0]["access_log"] is False
-    assert uvicorn_calls[0]["port"] == 8123
-
-
-def test_the_access_log_can_be_turned_on(
-    uvicorn_calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_access_log_can_be_turned_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VISION_SERVING_ACCESS_LOG", "true")
-    entry.main([])
-    assert uvicorn_calls[0]["access_log"] is True
+    assert uvicorn_options(Settings())["access_log"] is True
+
+
+def test_host_port_and_log_level_come_from_the_settings() -> None:
+    options = uvicorn_options(Settings(host="0.0.0.0", port=8123, log_level="warning"))
+    assert (options["host"], options["port"], options["log_level"]) == ("0.0.0.0", 8123, "warning")
