@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.errors import InferenceFailed, ServingError
+from app.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -103,20 +104,31 @@ class MicroBatcher:
         """Let queued work finish (up to `drain_seconds`), then stop the worker.
 
         Whatever is still queued after that fails with an `InferenceFailed` error.
+        Cancelled while draining, the batcher goes on serving and a later `stop` does the
+        job; cancelled later, the worker is gone all the same, and so is the queue.
         """
+        # `asyncio.timeout`, not `wait_for`: Python 3.11's wait_for returns instead of
+        # raising when a cancel meets the end of the wait in one loop step.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), drain_seconds)
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+            async with asyncio.timeout(drain_seconds):
+                await self._idle.wait()
+        worker, self._worker = self._worker, None  # from here on `submit` refuses
+        try:
+            if worker is not None:
+                await cancel_and_wait(worker)
+        finally:
+            # The worker has ended either way (a cancel of this stop reaches it too), so
+            # nothing would ever take what it left queued.
+            self._fail_leftovers()
+            self._executor.shutdown(wait=False)
+
+    def _fail_leftovers(self) -> None:
         pending = [self._carried] if self._carried else []
         self._carried = None
         while not self._queue.empty():
             pending.append(self._queue.get_nowait())
         _fail(pending, InferenceFailed(f"model {self.name} was unloaded before the request ran"))
-        self._executor.shutdown(wait=False)
+        self._idle.set()  # nothing queued or running: a second stop has nothing to drain
 
     async def submit(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         """Queue `[k, H, W, C]` pixels and wait for their `[k, classes]` probabilities."""
@@ -154,8 +166,9 @@ class MicroBatcher:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                try:
-                    request = await asyncio.wait_for(self._queue.get(), remaining)
+                try:  # not `wait_for`, which can swallow the worker's cancel (see `stop`)
+                    async with asyncio.timeout(remaining):
+                        request = await self._queue.get()
                 except TimeoutError:
                     break
             if size + request.size > self.max_batch_size:

@@ -29,6 +29,7 @@ from app.repository import ModelRepository
 from app.routes import admin, artifacts, health, inference, models, monitoring, ui
 from app.security import require_admin, require_api_key
 from app.settings import Settings
+from app.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +57,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         repository = ModelRepository(settings, device, batch_observer=metrics.batch_observer)
         metrics.watch_repository(repository)
         app.state.dataplane = DataPlane(repository, settings, metrics)
-        keeping_in_sync = asyncio.create_task(_load_and_watch(repository, settings))
+        keeping_in_sync = asyncio.create_task(
+            _load_and_watch(repository, settings), name="keep-models-in-sync"
+        )
         try:
             yield
         finally:
-            keeping_in_sync.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeping_in_sync
+            await cancel_and_wait(keeping_in_sync)
             await repository.close()
             app.state.dataplane.close()
 

@@ -94,10 +94,17 @@ class ServedModel:
         return await self.batcher.submit(pixels)
 
     async def unload(self) -> None:
-        """Stop taking requests, let those in flight finish, then free the model."""
+        """Stop taking requests, let those in flight finish, then free the model.
+
+        A cancelled unload leaves the version in place, unloading; unloading it again
+        finishes the job (`ModelRepository.close` does).
+        """
         self.state = ModelState.UNLOADING
+        # Not `wait_for`: Python 3.11's returns instead of raising when a cancel meets
+        # the end of the wait in one loop step, and the watcher then never stopped.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), DRAIN_SECONDS)
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await self._idle.wait()
         if self.batcher is not None:
             await self.batcher.stop()
         if self.runtime is not None:

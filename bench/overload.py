@@ -75,7 +75,8 @@ async def _client(host: str, port: int, request: bytes, deadline: float, outcome
                 connection = await asyncio.open_connection(host, port)
             reader, writer = connection
             writer.write(request)
-            status, headers = await asyncio.wait_for(_read_response(reader), 60)
+            async with asyncio.timeout(60):  # not wait_for, which can swallow a cancel
+                status, headers = await _read_response(reader)
         except (
             OSError,
             TimeoutError,

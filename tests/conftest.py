@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Before pytest-timeout ends a hung test, print what its asyncio tasks were waiting for.
+pytest_plugins = ["tests.hangdump"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
