@@ -26,12 +26,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 serve: $(RUNTIME_STAMP)
 	$(BIN)/python -m app --host $(HOST) --port $(PORT)
 
-## test: install if needed, then lint, type-check and run the whole test suite
+## test: install if needed, then lint (incl. the app/training import contract), type-check and run the whole test suite
 test: lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check app training tests bench
 	$(BIN)/ruff format --check app training tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -12,36 +12,58 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from app.errors import InvalidInput, Overloaded, PayloadTooLarge, ServingError
-from app.imaging import Upload, is_tiny_image
+from app.contract.classification import EvaluationReport, evaluate_probabilities
+from app.contract.images import Upload, is_tiny_image
+from app.contract.model_card import ModelCard
+from app.contract.preprocessing import PreparedBatch, prepare_batch
+from app.errors import (
+    InvalidInput,
+    Overloaded,
+    PayloadTooLarge,
+    ServingError,
+    image_error,
+)
 from app.labelled import LabelledUpload
-from app.metrics import EvaluationReport, evaluate_probabilities
-from app.model_card import ModelCard
 from app.monitoring import ServingMetrics, label_request
-from app.preprocess import prepare_uploads
 from app.repository import ModelRepository, ServedModel
 from app.settings import Settings
 
 
 @dataclass(frozen=True)
+class FileFailure:
+    """A file of a request that could not be read, and the error that says why."""
+
+    position: int
+    filename: str
+    error: ServingError
+
+
+@dataclass(frozen=True)
 class Classification:
-    """Softmax outputs for a batch of inputs, with the model version that made them."""
+    """Softmax outputs for the inputs of one request, with the model version that made them.
+
+    Row i answers the input sent at `positions[i]`; inputs that could not be read are in
+    `failures` instead, so one bad file does not cost the others their answers.
+    """
 
     model: ServedModel
     card: ModelCard
-    pixels: NDArray[np.float32] | None  # [N, H, W, C]: what the model saw
-    probabilities: NDArray[np.float32]  # [N, classes]
+    pixels: NDArray[np.float32] | None  # [k, H, W, C]: what the model saw
+    probabilities: NDArray[np.float32]  # [k, classes]
+    positions: list[int]
+    digit_found: list[bool] | None = None  # per row, for models that read digits
+    failures: list[FileFailure] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Evaluation:
     classification: Classification
-    labels: list[int]
+    labels: list[int]  # true class of each row of the classification
     report: EvaluationReport
 
 
@@ -76,7 +98,10 @@ class DataPlane:
                 f"{len(uploads)} files in one request is more than the limit of "
                 f"{self.settings.max_files_per_request}; split them over several requests"
             )
-        return await self._classify(model, uploads)
+        result = await self._classify(model, uploads)
+        if not result.positions:
+            raise _unreadable(result.failures)
+        return result
 
     async def classify_pixels(
         self, model_name: str, version: int | None, pixels: NDArray[np.float32]
@@ -101,7 +126,13 @@ class DataPlane:
         label_request(model.name, model.version)
         async with self._admitted(model, len(pixels)):
             probabilities = await model.predict(pixels)
-        return Classification(model=model, card=card, pixels=pixels, probabilities=probabilities)
+        return Classification(
+            model=model,
+            card=card,
+            pixels=pixels,
+            probabilities=probabilities,
+            positions=list(range(len(pixels))),
+        )
 
     async def evaluate(
         self, model_name: str, version: int | None, examples: Sequence[LabelledUpload]
@@ -123,38 +154,71 @@ class DataPlane:
                 uploads = [e.upload for e in examples[start : start + chunk]]
                 return await self._classify(model, uploads)
 
-        parts = await asyncio.gather(
-            *(classify_chunk(start) for start in range(0, len(examples), chunk))
-        )
+        starts = range(0, len(examples), chunk)
+        parts = await asyncio.gather(*(classify_chunk(start) for start in starts))
         card = _card(model)
+        positions: list[int] = []
+        failures: list[FileFailure] = []
+        for start, part in zip(starts, parts, strict=True):
+            positions += [start + position for position in part.positions]
+            failures += [
+                FileFailure(start + f.position, f.filename, f.error) for f in part.failures
+            ]
+        if not positions:
+            raise _unreadable(failures)
         probabilities = np.concatenate([part.probabilities for part in parts])
-        labels = [example.label for example in examples]
+        labels = [examples[p].label for p in positions]
         report = evaluate_probabilities(labels, probabilities, card.class_names)
         # Pixels of a large evaluation are not kept: thousands of X-rays would be GBs.
         classification = Classification(
-            model=model, card=card, pixels=None, probabilities=probabilities
+            model=model,
+            card=card,
+            pixels=None,
+            probabilities=probabilities,
+            positions=positions,
+            failures=failures,
         )
         return Evaluation(classification=classification, labels=labels, report=report)
 
     async def _classify(self, model: ServedModel, uploads: Sequence[Upload]) -> Classification:
+        """Classify what can be read of `uploads`; files that cannot be read are failures."""
         card = _card(model)
         loop = asyncio.get_running_loop()
         label_request(model.name, model.version)
         async with self._admitted(model, len(uploads)):
             started = time.perf_counter()
             max_pixels = self.settings.max_image_pixels
+            spec, kind = card.input, card.preprocessing.kind
+
+            def prepare() -> PreparedBatch:
+                return prepare_batch(uploads, spec, kind, max_pixels=max_pixels)
+
             if len(uploads) == 1 and is_tiny_image(uploads[0]):
-                # Cheaper than the thread hop it saves (a 28x28 digit: ~0.1 ms).
-                pixels = prepare_uploads(uploads, card, max_pixels=max_pixels)
+                prepared = prepare()  # cheaper than the thread hop it saves (~0.1 ms)
             else:
-                pixels = await loop.run_in_executor(
-                    self._preprocess_pool,
-                    lambda: prepare_uploads(uploads, card, max_pixels=max_pixels),
-                )
+                prepared = await loop.run_in_executor(self._preprocess_pool, prepare)
             if self.metrics is not None:
                 self.metrics.observe_stage(model.name, "preprocess", time.perf_counter() - started)
-            probabilities = await model.predict(pixels)
-        return Classification(model=model, card=card, pixels=pixels, probabilities=probabilities)
+            failures = [
+                FileFailure(position, uploads[position].filename, image_error(error))
+                for position, error in prepared.failures
+            ]
+            if self.metrics is not None:
+                for failure in failures:
+                    self.metrics.count_unreadable_file(model.name, failure.error.code)
+            if prepared.positions:
+                probabilities = await model.predict(prepared.pixels)
+            else:  # nothing to run; the caller says what was wrong with the files
+                probabilities = np.empty((0, len(card.class_names)), dtype=np.float32)
+        return Classification(
+            model=model,
+            card=card,
+            pixels=prepared.pixels,
+            probabilities=probabilities,
+            positions=prepared.positions,
+            digit_found=prepared.digit_found,
+            failures=failures,
+        )
 
     def refusal_before_reading(self, model_name: str, version: int | None) -> Overloaded | None:
         """The 503 for a request to a model whose queue is already full, else None.
@@ -201,6 +265,21 @@ class DataPlane:
                 raise Overloaded(
                     f"model {model.name} did not answer within {timeout:g} s; retry shortly"
                 ) from None
+
+
+def _unreadable(failures: Sequence[FileFailure]) -> ServingError:
+    """The error of a request none of whose files could be read: the first file's error,
+    naming the others, so the request fails with the status it would have alone."""
+    first = failures[0].error
+    if len(failures) == 1:
+        return first
+    others = ", ".join(failure.filename for failure in failures[1:6])
+    more = f" and {len(failures) - 6} more" if len(failures) > 6 else ""
+    return type(first)(
+        f"{first.message} (none of the {len(failures)} files could be read; also "
+        f"unreadable: {others}{more})",
+        **(first.details or {}),
+    )
 
 
 def _card(model: ServedModel) -> ModelCard:

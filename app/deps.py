@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request, UploadFile
 
+from app.contract.images import Upload, upload_filename
 from app.dataplane import DataPlane
-from app.imaging import Upload, upload_filename
 from app.repository import ModelRepository
 from app.settings import Settings
 

@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.contract.images import ImageError, NotAnImage
+
 logger = logging.getLogger(__name__)
 
 
@@ -116,6 +118,13 @@ class InferenceFailed(ServingError):
     code = "inference_failed"
 
 
+def image_error(error: ImageError) -> ServingError:
+    """The HTTP answer to a file the contract's decoder could not read: 415 or 422."""
+    if isinstance(error, NotAnImage):
+        return UnsupportedMediaType(error.message, filename=error.filename)
+    return InvalidImage(error.message, filename=error.filename)
+
+
 def error_response(status_code: int, code: str, message: str, **extra: Any) -> JSONResponse:
     body = ErrorResponse(error=message, code=code, details=extra or None)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status_code)
@@ -129,6 +138,24 @@ def serving_error_response(exc: ServingError) -> JSONResponse:
     if exc.headers:
         response.headers.update(exc.headers)
     return response
+
+
+_UPLOAD_HOWTO = (
+    "send each image as a form field named 'files', e.g. "
+    "curl -F files=@digit.png http://HOST/api/v1/models/NAME/predict"
+)
+# What to do about a form field that is missing, by field name.
+_MISSING_FIELD_HINTS = {"files": _UPLOAD_HOWTO}
+
+
+def _explain(error: Any) -> str:
+    """pydantic's message for one validation error, with how to fix a missing form field."""
+    location = error["loc"]
+    if error["type"] == "missing" and location[:1] == ("body",):
+        hint = _MISSING_FIELD_HINTS.get(str(location[-1]))
+        if hint:
+            return f"no form field {location[-1]!r}: {hint}"
+    return str(error["msg"])
 
 
 # Codes for the HTTP errors Starlette raises itself (unknown route, wrong method, ...).
@@ -153,7 +180,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {"location": [str(part) for part in error["loc"]], "message": error["msg"]}
+            {"location": [str(part) for part in error["loc"]], "message": _explain(error)}
             for error in exc.errors()
         ]
         summary = "; ".join(f"{'.'.join(p['location'])}: {p['message']}" for p in problems[:5])
@@ -163,7 +190,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        response = error_response(exc.status_code, code, str(exc.detail))
+        message = str(exc.detail)
+        if exc.status_code == 400 and "multipart" in message.lower():  # Starlette's parser
+            message += f" The body must be multipart/form-data; {_UPLOAD_HOWTO}"
+        response = error_response(exc.status_code, code, message)
         if exc.headers:
             response.headers.update(exc.headers)
         return response

@@ -32,9 +32,9 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.contract.images import Upload, upload_filename
 from app.dataplane import DataPlane
 from app.errors import ServingError, serving_error_response
-from app.imaging import Upload, upload_filename
 from app.postprocess import predict_response, probabilities_response
 from app.settings import Settings
 

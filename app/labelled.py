@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from app.contract.images import Upload
 from app.errors import InvalidArchive, InvalidLabels, PayloadTooLarge
-from app.imaging import Upload
 
 _IGNORED_PARTS = {"__MACOSX"}
 

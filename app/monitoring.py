@@ -11,6 +11,8 @@ Families (all prefixed `vision_serving_`):
 - `stage_duration_seconds{model, stage}`                   histogram; stage is
                                                            preprocess, queue or inference
 - `batch_size{model}`                                      histogram, images per model call
+- `unreadable_files_total{model, code}`                    counter, files of answered
+                                                           requests that could not be read
 - `model_versions_loaded{model}`                           gauge, versions serving
 - `requests_in_flight{model}`                              gauge, requests being served
 - `model_version_info{model, version, state, device}`      gauge (1), every known version
@@ -114,6 +116,15 @@ class ServingMetrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        # A request with one bad file among good ones is answered 200 with an `errors`
+        # list, so its bad files would not show in the status counts.
+        self.unreadable_files = Counter(
+            f"{PREFIX}_unreadable_files",
+            "Files that could not be read (not an image, corrupt, too large), by error code, "
+            "including those in requests whose other files were answered",
+            ["model", "code"],
+            registry=self.registry,
+        )
 
     def watch_repository(self, repository: ModelRepository) -> None:
         """Export the repository's loaded versions and load failures at scrape time."""
@@ -126,6 +137,9 @@ class ServingMetrics:
 
     def observe_stage(self, model: str, stage: str, seconds: float) -> None:
         self.stage_duration.labels(model, stage).observe(seconds)
+
+    def count_unreadable_file(self, model: str, code: str) -> None:
+        self.unreadable_files.labels(model, code).inc()
 
     def batch_observer(self, model: str) -> BatchMetrics:
         return BatchMetrics(self, model)

@@ -13,6 +13,7 @@ from PIL import Image
 from app.dataplane import Classification, Evaluation
 from app.schemas import (
     ClassProbability,
+    FileError,
     FilePrediction,
     FileProbabilities,
     Prediction,
@@ -35,6 +36,7 @@ def predict_response(
         predictions=to_predictions(
             classification, filenames, top_k, include_preprocessed=include_preprocessed
         ),
+        errors=to_file_errors(classification),
     )
 
 
@@ -47,6 +49,7 @@ def probabilities_response(
         version=classification.model.version,
         class_names=classification.card.class_names,
         results=to_probabilities(classification, filenames),
+        errors=to_file_errors(classification),
     )
 
 
@@ -57,18 +60,23 @@ def to_predictions(
     *,
     include_preprocessed: bool = False,
 ) -> list[Prediction]:
-    """Label, confidence and the `top_k` most likely classes of each input."""
+    """Label, confidence and the `top_k` most likely classes of each input that was read.
+
+    `filenames` names every file sent; each answer is matched to its own by position.
+    """
     names = classification.card.class_names
     k = min(top_k, len(names))
+    found = classification.digit_found
     predictions = []
-    for index, (filename, row) in enumerate(
-        zip(filenames, classification.probabilities, strict=True)
+    for row_index, (position, row) in enumerate(
+        zip(classification.positions, classification.probabilities, strict=True)
     ):
         ranked = np.argsort(-row, kind="stable")[:k]
         best = int(ranked[0])
         predictions.append(
             Prediction(
-                filename=filename,
+                index=position,
+                filename=filenames[position],
                 label=names[best],
                 class_index=best,
                 confidence=float(row[best]),
@@ -78,14 +86,29 @@ def to_predictions(
                     )
                     for i in ranked
                 ],
+                digit_found=found[row_index] if found is not None else None,
                 preprocessed_png=(
-                    pixels_to_png_base64(classification.pixels[index])
+                    pixels_to_png_base64(classification.pixels[row_index])
                     if include_preprocessed and classification.pixels is not None
                     else None
                 ),
             )
         )
     return predictions
+
+
+def to_file_errors(classification: Classification) -> list[FileError]:
+    """The files that could not be read, each with the error it would have got alone."""
+    return [
+        FileError(
+            index=failure.position,
+            filename=failure.filename,
+            error=failure.error.message,
+            code=failure.error.code,
+            status=failure.error.status_code,
+        )
+        for failure in classification.failures
+    ]
 
 
 def pixels_to_png_base64(pixels: NDArray[np.float32]) -> str:
@@ -100,28 +123,35 @@ def pixels_to_png_base64(pixels: NDArray[np.float32]) -> str:
 def to_probabilities(
     classification: Classification, filenames: Sequence[str]
 ) -> list[FileProbabilities]:
-    """Every class's probability for each input, keyed by class name."""
+    """Every class's probability for each input that was read, keyed by class name."""
     names = classification.card.class_names
+    found = classification.digit_found
     return [
         FileProbabilities(
-            filename=filename,
+            index=position,
+            filename=filenames[position],
             probabilities={name: float(p) for name, p in zip(names, row, strict=True)},
+            digit_found=found[row_index] if found is not None else None,
         )
-        for filename, row in zip(filenames, classification.probabilities, strict=True)
+        for row_index, (position, row) in enumerate(
+            zip(classification.positions, classification.probabilities, strict=True)
+        )
     ]
 
 
 def to_file_predictions(evaluation: Evaluation, filenames: Sequence[str]) -> list[FilePrediction]:
     """Per-file outcome of an evaluation: true class, predicted class, right or wrong."""
-    names = evaluation.classification.card.class_names
+    classification = evaluation.classification
+    names = classification.card.class_names
     results = []
-    for filename, label, row in zip(
-        filenames, evaluation.labels, evaluation.classification.probabilities, strict=True
+    for position, label, row in zip(
+        classification.positions, evaluation.labels, classification.probabilities, strict=True
     ):
         predicted = int(np.argmax(row))
         results.append(
             FilePrediction(
-                filename=filename,
+                index=position,
+                filename=filenames[position],
                 true_label=names[label],
                 predicted_label=names[predicted],
                 confidence=float(row[predicted]),

@@ -33,9 +33,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.batching import BatchObserver, MicroBatcher
+from app.contract.model_card import MODEL_CARD_FILENAME, ModelCard, is_valid_model_name
 from app.devices import DevicePlacement
 from app.errors import ModelNotFound, ModelNotReady
-from app.model_card import MODEL_CARD_FILENAME, ModelCard, is_valid_model_name
 from app.runtime import ModelRuntime
 from app.settings import Settings
 

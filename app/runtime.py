@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from app.contract.model_card import ModelCard
 from app.devices import DevicePlacement
 from app.errors import InferenceFailed
-from app.model_card import ModelCard
 
 logger = logging.getLogger(__name__)
 

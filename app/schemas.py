@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from app.metrics import EvaluationReport
-from app.model_card import InputSpec, ModelCard
+from app.contract.classification import EvaluationReport
+from app.contract.model_card import InputSpec, ModelCard
 
 
 class ClassProbability(BaseModel):
@@ -14,14 +14,46 @@ class ClassProbability(BaseModel):
     probability: float = Field(examples=[0.994])
 
 
+_DIGIT_FOUND = Field(
+    default=None,
+    description="Digit models only (null for others): false when the picture holds no "
+    "plausible digit (a blank page, only ruled lines or a paper edge). The label and "
+    "probabilities are still given, but they are a guess about an empty field",
+    examples=[True],
+)
+
+
+class FileError(BaseModel):
+    """A file of the request that could not be read; the other files are still answered."""
+
+    index: int = Field(description="Its position among the files sent, from 0", examples=[2])
+    filename: str = Field(examples=["README.md"])
+    error: str = Field(description="What is wrong with it and how to fix it")
+    code: str = Field(
+        description="unsupported_media_type (not an image) or invalid_image (corrupt, "
+        "truncated, empty or too large)",
+        examples=["unsupported_media_type"],
+    )
+    status: int = Field(description="The HTTP status the file alone would have got", examples=[415])
+
+
+_ERRORS_FIELD: list[FileError] = Field(
+    default_factory=list,
+    description="Files that could not be read, each with its error; empty when all were read. "
+    "A request none of whose files can be read gets a 415/422 error instead",
+)
+
+
 class Prediction(BaseModel):
     """The predicted class of one uploaded file, with the most likely classes."""
 
+    index: int = Field(description="Position of the file among those sent, from 0", examples=[0])
     filename: str = Field(examples=["digit.png"])
     label: str = Field(description="Most likely class", examples=["7"])
     class_index: int = Field(description="Its index in class_names", examples=[7])
     confidence: float = Field(description="Its softmax probability", examples=[0.994])
     top_k: list[ClassProbability] = Field(description="The k most likely classes, best first")
+    digit_found: bool | None = _DIGIT_FOUND
     preprocessed_png: str | None = Field(
         default=None,
         description="The model's actual input as a base64 PNG (include_preprocessed=true)",
@@ -31,33 +63,55 @@ class Prediction(BaseModel):
 class PredictResponse(BaseModel):
     model: str = Field(examples=["mnist-mlp"])
     version: int = Field(examples=[1])
-    predictions: list[Prediction] = Field(description="One entry per file, in upload order")
+    predictions: list[Prediction] = Field(
+        description="One entry per readable file, in upload order"
+    )
+    errors: list[FileError] = _ERRORS_FIELD
 
 
 class FileProbabilities(BaseModel):
+    index: int = Field(description="Position of the file among those sent, from 0", examples=[0])
     filename: str = Field(examples=["digit.png"])
     probabilities: dict[str, float] = Field(
         description="Softmax probability of every class; they sum to 1",
         examples=[{"0": 0.001, "1": 0.002, "7": 0.994}],
     )
+    digit_found: bool | None = _DIGIT_FOUND
 
 
 class ProbabilitiesResponse(BaseModel):
     model: str = Field(examples=["mnist-mlp"])
     version: int = Field(examples=[1])
     class_names: list[str] = Field(examples=[["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]])
-    results: list[FileProbabilities] = Field(description="One entry per file, in upload order")
+    results: list[FileProbabilities] = Field(
+        description="One entry per readable file, in upload order"
+    )
+    errors: list[FileError] = _ERRORS_FIELD
 
 
 class VersionStatus(BaseModel):
     """One version of a model as loaded (or not) by the service."""
 
-    version: int = Field(examples=[1])
+    version: int = Field(
+        description="The version folder's number, which is the version served (as in TF Serving)",
+        examples=[1],
+    )
     status: str = Field(description="loading, ready, failed or unloading", examples=["ready"])
     error: str | None = Field(default=None, description="Why this version failed to load")
     device: str | None = Field(default=None, description="cpu or gpu", examples=["cpu"])
     ready_seconds: float | None = Field(
         default=None, description="Seconds it took to load and warm up"
+    )
+    card_name: str | None = Field(
+        default=None,
+        description="The model name its model card records; the folder's name is served",
+        examples=["mnist-mlp"],
+    )
+    card_version: int | None = Field(
+        default=None,
+        description="The version its model card records (it differs when a version folder "
+        "was copied to a new number); the folder's number is served",
+        examples=[1],
     )
 
 
@@ -78,6 +132,11 @@ class ModelStatus(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelStatus]
+    error: str | None = Field(
+        default=None,
+        description="Why the model directory yields no model (missing, empty, or set one "
+        "level too deep), and what to do",
+    )
 
 
 class ModelDetail(ModelStatus):
@@ -87,6 +146,7 @@ class ModelDetail(ModelStatus):
 
 
 class FilePrediction(BaseModel):
+    index: int = Field(description="Position of the file in the upload or archive, from 0")
     filename: str
     true_label: str
     predicted_label: str
@@ -101,6 +161,11 @@ class EvaluateResponse(EvaluationReport):
     version: int = Field(examples=[1])
     predictions: list[FilePrediction] | None = Field(
         default=None, description="Per-file results, when include_predictions=true"
+    )
+    errors: list[FileError] = Field(
+        default_factory=list,
+        description="Files that could not be read: left out of every figure above, each with "
+        "its error. An evaluation none of whose files can be read gets a 415/422 error",
     )
 
 

@@ -11,6 +11,15 @@ import pytest
 pytest_plugins = ["tests.hangdump"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODELS = REPO_ROOT / "models"
+
+
+def shipped_version(model: str) -> Path:
+    """The version folder of a shipped model that the service serves: the newest one."""
+    versions = [p for p in (SHIPPED_MODELS / model).glob("*") if p.name.isdigit()]
+    if not versions:
+        pytest.fail(f"no shipped version of {model} under {SHIPPED_MODELS}")
+    return max(versions, key=lambda p: int(p.name))
 
 
 @pytest.fixture

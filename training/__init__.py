@@ -1,5 +1,6 @@
-"""Training for the two served models: data -> model -> fit -> evaluate -> export.
+"""Training for the served models: data -> model -> fit -> evaluate -> export.
 
-Run it with `python -m training --help`. Imports only `app.model_card` and `app.metrics`
-from the service: the model card is the one contract between the two.
+Run it with `python -m training --help`. From the service it imports only `app.contract`,
+the framework-free contract between the two halves: the model card, the classification
+metrics and the preprocessing that turns image files into model input.
 """

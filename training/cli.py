@@ -319,7 +319,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate an exported SavedModel on a labelled data split",
         description="Run the SavedModel's serving signature over one split and print the "
-        "app.metrics evaluation report as JSON.",
+        "app.contract.classification evaluation report as JSON.",
     )
     evaluate.add_argument("version_dir", type=Path, help="an exported version, e.g. models/x/1")
     evaluate.add_argument(
@@ -422,7 +422,7 @@ def run_command(args: argparse.Namespace) -> int:
             f"view with: tensorboard --logdir {args.log_dir}"
         )
     elif args.command == "evaluate":
-        from app.model_card import ModelCard
+        from app.contract.model_card import ModelCard
         from training.evaluate import evaluate_saved_model, load_split_for_card
 
         card = ModelCard.read(args.version_dir)

@@ -5,21 +5,30 @@
 - Chest X-rays come from a folder in the Kaggle release's layout:
   `<root>/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg`.
 
-X-rays are decoded and resized with Pillow exactly as the service does with uploads
-(`convert("L")`, `resize((W, H), Image.Resampling.BILINEAR)`), so the model is trained on the very
-pixels it will be served. Scaling to 0..1 is not done here: it lives inside the models.
+X-ray files become pixels through `app.contract.preprocessing.prepare_image`, the very
+function the service reads uploads with, so the model is trained on exactly the pixels it
+will be served (the same bytes give bit-identical arrays). Scaling to 0..1 is not done
+here: it lives inside the models.
+
+Each data set is recorded in the model card by name, counts and a content fingerprint
+(sha256), never by where it lay on the machine that trained the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from numpy.typing import NDArray
-from PIL import Image
+
+from app.contract.images import ImageError, Upload
+from app.contract.model_card import InputSpec
+from app.contract.preprocessing import prepare_image
 
 MNIST_CLASS_NAMES = [str(digit) for digit in range(10)]
 MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -45,7 +54,7 @@ class TrainingData:
     """Everything a training run needs from one data set, ready for `model.fit`."""
 
     name: str
-    location: str
+    fingerprint: str  # "sha256:<hex>" of what was read (see `file_fingerprint`)
     class_names: list[str]
     train: tf.data.Dataset
     validation: tf.data.Dataset
@@ -63,9 +72,17 @@ def load_mnist_arrays(path: Path | None) -> dict[str, NDArray[np.uint8]]:
     if path is None:
         import keras
 
-        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+        try:
+            (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+        except Exception as error:  # Keras raises a bare Exception when a fetch fails
+            raise DataError(
+                f"could not download MNIST ({error}); pass --data path/to/mnist.npz"
+            ) from error
         arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
     else:
+        if path.is_dir():
+            hint = _mnist_folder_hint(path)
+            raise DataError(f"MNIST data {path} is a folder; expected an .npz file{hint}")
         if not path.is_file():
             raise DataError(f"MNIST file {path} does not exist; expected an .npz file")
         try:
@@ -75,6 +92,21 @@ def load_mnist_arrays(path: Path | None) -> dict[str, NDArray[np.uint8]]:
             raise DataError(f"{path} is not a readable .npz file: {error}") from error
     _check_mnist_layout(arrays, str(path or "keras.datasets.mnist"))
     return arrays
+
+
+def _mnist_folder_hint(folder: Path) -> str:
+    """What a folder given as MNIST data holds: its one .npz, several, or X-ray splits.
+
+    A hint only: a folder is never read in place of the file, so no guess goes unnoticed.
+    """
+    npz_files = sorted(p.name for p in folder.glob("*.npz") if p.is_file())
+    if len(npz_files) == 1:
+        return f"; did you mean --data {folder / npz_files[0]}?"
+    if npz_files:
+        return f"; it holds {', '.join(npz_files)}: pass one of them"
+    if any((folder / split).is_dir() for split in XRAY_SPLITS):
+        return "; it looks like a chest X-ray folder, the data of pneumonia-cnn models"
+    return ""
 
 
 def _check_mnist_layout(arrays: dict[str, NDArray[np.uint8]], where: str) -> None:
@@ -138,7 +170,7 @@ def load_mnist_training(
     test = mnist_split(arrays, "test")
     return TrainingData(
         name="mnist",
-        location=str(path) if path else "keras.datasets.mnist.load_data()",
+        fingerprint=file_fingerprint(path) if path else arrays_fingerprint(arrays),
         class_names=MNIST_CLASS_NAMES,
         train=arrays_to_dataset(train, batch_size, shuffle_seed=seed),
         validation=arrays_to_dataset(validation, batch_size),
@@ -182,6 +214,8 @@ def check_xray_folder(root: Path, splits: Sequence[str]) -> None:
     with at least one image each."""
     expected = f"expected {root}/<split>/<class>/*.jpeg for splits {', '.join(splits)} "
     expected += f"and classes {', '.join(XRAY_CLASS_NAMES)}"
+    if root.is_file():
+        raise DataError(f"chest X-ray data {root} is a file, not a folder; {expected}")
     if not root.is_dir():
         raise DataError(f"chest X-ray folder {root} does not exist; {expected}")
     for split in splits:
@@ -205,41 +239,51 @@ def _listing(folder: Path) -> str:
     return ", ".join(names) or "nothing"
 
 
-def load_image_like_service(path: str, size: tuple[int, int], channels: int) -> NDArray[np.uint8]:
-    """Decode and resize one image exactly as the service treats an upload."""
-    height, width = size
-    with Image.open(path) as image:
-        converted = image.convert("L" if channels == 1 else "RGB")
-        resized = converted.resize((width, height), Image.Resampling.BILINEAR)
-    pixels = np.asarray(resized, dtype=np.uint8)
-    return pixels.reshape(height, width, channels)
+def xray_input_spec(image_size: tuple[int, int], channels: int) -> InputSpec:
+    """The model input X-rays are read for: `image_size` (height, width), 1 or 3 channels."""
+    height, width = image_size
+    return InputSpec(
+        height=height,
+        width=width,
+        channels=channels,
+        color_mode="grayscale" if channels == 1 else "rgb",
+    )
+
+
+def read_images(root: Path, paths: Sequence[str], spec: InputSpec) -> NDArray[np.uint8]:
+    """Every image file as `[N, H, W, C]` pixels, read exactly as the service reads uploads.
+
+    Through the contract's `prepare_image` (`resize` preprocessing), whose pixels are
+    whole 0..255 values, so uint8 holds them exactly in a quarter of float32's memory.
+    A file that is no readable image is a `DataError` naming it.
+    """
+
+    def read(path: str) -> NDArray[np.float32]:
+        name = str(Path(path).relative_to(root))
+        try:
+            upload = Upload(filename=name, data=Path(path).read_bytes())
+            return prepare_image(upload, spec, "resize").pixels
+        except ImageError as error:
+            raise DataError(f"{root}: {error.message}; remove or replace the file") from error
+
+    images = np.empty((len(paths), spec.height, spec.width, spec.channels), dtype=np.uint8)
+    # Decoding is Pillow's C code, which releases the GIL: one thread per core.
+    with ThreadPoolExecutor() as pool:
+        for index, pixels in enumerate(pool.map(read, paths)):
+            images[index] = pixels
+    return images
 
 
 def xray_dataset(
-    paths: Sequence[str],
+    images: NDArray[np.uint8],
     labels: NDArray[np.int64],
     *,
-    image_size: tuple[int, int],
-    channels: int,
     batch_size: int,
     shuffle_seed: int | None = None,
     augment: tf.keras.layers.Layer | None = None,
 ) -> tf.data.Dataset:
-    """Decode, resize, cache, (shuffle, augment,) batch and prefetch one split."""
-    height, width = image_size
-
-    def decode(path: tf.Tensor) -> tf.Tensor:
-        pixels = tf.numpy_function(
-            lambda p: load_image_like_service(p.decode(), image_size, channels),
-            [path],
-            tf.uint8,
-        )
-        pixels.set_shape((height, width, channels))
-        return pixels
-
-    dataset = tf.data.Dataset.from_tensor_slices((list(paths), labels))
-    dataset = dataset.map(lambda p, y: (decode(p), y), num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.cache()  # uint8 in memory: a quarter of the float32 size
+    """(Shuffle,) batch, (augment,) and prefetch one split's pixels."""
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
@@ -248,6 +292,34 @@ def xray_dataset(
             lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
         )
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def file_fingerprint(path: Path) -> str:
+    """`sha256:<hex>` of one file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def folder_fingerprint(root: Path, paths: Iterable[str]) -> str:
+    """`sha256:<hex>` over the sorted files: each one's path relative to `root` and the
+    sha256 of its bytes. Renaming, adding, removing or changing a file changes it; where
+    the folder lies does not."""
+    digest = hashlib.sha256()
+    for relative in sorted(str(Path(p).relative_to(root).as_posix()) for p in paths):
+        content = hashlib.sha256((root / relative).read_bytes()).hexdigest()
+        digest.update(f"{relative}\0{content}\n".encode())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def arrays_fingerprint(arrays: dict[str, NDArray[np.uint8]]) -> str:
+    """`sha256:<hex>` over named arrays (MNIST as Keras downloads it), in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(name.encode() + b"\0" + np.ascontiguousarray(arrays[name]).tobytes())
+    return f"sha256:{digest.hexdigest()}"
 
 
 def xray_augmentation(seed: int) -> tf.keras.layers.Layer:
@@ -294,23 +366,27 @@ def load_xray_training(
     class_weighting: bool,
     class_weight_power: float = 1.0,
 ) -> TrainingData:
-    """Chest X-ray pipelines: train (shuffled, optionally augmented) and val."""
+    """Chest X-ray pipelines: train (shuffled, optionally augmented) and val.
+
+    The fingerprint covers every split (test included), so a card names the exact folder
+    its figures came from.
+    """
     check_xray_folder(root, XRAY_SPLITS)
+    spec = xray_input_spec(image_size, channels)
     train_paths, train_labels = list_xray_split(root, "train")
     val_paths, val_labels = list_xray_split(root, "val")
-    _, test_labels = list_xray_split(root, "test")
-    common = {"image_size": image_size, "channels": channels, "batch_size": batch_size}
+    test_paths, test_labels = list_xray_split(root, "test")
     train = xray_dataset(
-        train_paths,
+        read_images(root, train_paths, spec),
         train_labels,
+        batch_size=batch_size,
         shuffle_seed=seed,
         augment=xray_augmentation(seed) if augment else None,
-        **common,  # type: ignore[arg-type]
     )
-    validation = xray_dataset(val_paths, val_labels, **common)  # type: ignore[arg-type]
+    validation = xray_dataset(read_images(root, val_paths, spec), val_labels, batch_size=batch_size)
     return TrainingData(
         name="chest-xray-pneumonia (Kermany et al., Mendeley Data v2, 2018, CC BY 4.0)",
-        location=str(root),
+        fingerprint=folder_fingerprint(root, [*train_paths, *val_paths, *test_paths]),
         class_names=XRAY_CLASS_NAMES,
         train=train,
         validation=validation,
@@ -332,9 +408,9 @@ def load_xray_training(
 def load_xray_split_arrays(
     root: Path, split: str, *, image_size: tuple[int, int], channels: int
 ) -> LabelledArrays:
-    """A whole split in memory (for evaluation), pixels as the service would make them."""
+    """A whole split in memory (for evaluation), pixels as the service makes them."""
     paths, labels = list_xray_split(root, split)
-    images = np.stack([load_image_like_service(p, image_size, channels) for p in paths])
+    images = read_images(root, paths, xray_input_spec(image_size, channels))
     return LabelledArrays(images=images.astype(np.float32), labels=labels)
 
 

@@ -2,7 +2,7 @@
 
 Evaluating the SavedModel (not the in-memory Keras model) means the figures in a model
 card are the figures of the exact artefact the service loads. The metrics themselves come
-from `app.metrics`, shared with the service.
+from `app.contract.classification`, shared with the service.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import NDArray
 
-from app.metrics import EvaluationReport, evaluate_probabilities
-from app.model_card import ModelCard
+from app.contract.classification import EvaluationReport, evaluate_probabilities
+from app.contract.model_card import ModelCard
 from training.data import (
     DataError,
     LabelledArrays,

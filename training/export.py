@@ -23,8 +23,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from app.metrics import EvaluationReport
-from app.model_card import ModelCard
+from app.contract.classification import EvaluationReport
+from app.contract.model_card import ModelCard
 from training.data import LabelledArrays
 from training.evaluate import INPUT_NAME, OUTPUT_NAME, SIGNATURE, evaluate_saved_model
 from training.plots import plot_confusion_matrix, plot_training_history

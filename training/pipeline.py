@@ -15,7 +15,7 @@ from pathlib import Path
 
 import keras
 
-from app.model_card import ModelCard
+from app.contract.model_card import ModelCard
 from training.data import TrainingData
 from training.export import ARTIFACTS, export_model
 from training.fit import LAST_CHECKPOINT, FitSettings, compile_model, fit_in_run_dir

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from app.metrics import EvaluationReport
+from app.contract.classification import EvaluationReport
 
 
 def _new_figure(width: float, height: float) -> Figure:

@@ -16,8 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.metrics import EvaluationReport
-from app.model_card import (
+from app.contract.classification import EvaluationReport
+from app.contract.model_card import (
     DataSource,
     InputSpec,
     ModelCard,
@@ -34,6 +34,7 @@ from training.architectures import (
 )
 from training.data import (
     XRAY_CLASS_NAMES,
+    DataError,
     LabelledArrays,
     TrainingData,
     load_mnist_arrays,
@@ -56,8 +57,14 @@ XRAY_LIMITATIONS = (
     "and Chest X-Ray Images for Classification', Mendeley Data v2, 2018, CC BY 4.0."
 )
 MNIST_LIMITATIONS = (
-    "Recognises single handwritten digits normalised like MNIST (white on black, centred "
-    "in 28x28); other images get a confident but meaningless answer."
+    "Reads one handwritten digit per picture: dark or light ink, any size or position, on "
+    "plain, ruled or squared paper or a sheet on a darker table (0.95-0.99 on synthetic "
+    "photos of MNIST test digits, docs/digits.md). A blank page, ruled paper alone, an "
+    "empty sheet or a shadow gives digit_found false and a meaningless label. Several "
+    "digits, letters or other marks are still read as one of 0-9, often confidently. Not "
+    "handled: a table seen along one side only, a shadow across the digit, a faint digit "
+    "touching the picture's edge. Handwriting unlike MNIST's writers (Y. LeCun, C. Cortes, "
+    "C. J. C. Burges) is read less well."
 )
 
 
@@ -117,7 +124,10 @@ def load_training_data(request: TrainRequest) -> TrainingData:
             seed=request.seed,
         )
     if data is None:
-        raise ValueError("pneumonia-cnn needs --data: a chest X-ray folder")
+        raise DataError(
+            "pneumonia-cnn needs --data: a chest X-ray folder with train/, val/ and test/, "
+            "each holding NORMAL/ and PNEUMONIA/ images"
+        )
     return load_xray_training(
         data,
         image_size=request.size,
@@ -199,7 +209,7 @@ def build_card(
                 else None
             ),
             hyperparameters=_hyperparameters(request, history),
-            data=DataSource(name=data.name, location=data.location, counts=data.counts),
+            data=DataSource(name=data.name, fingerprint=data.fingerprint, counts=data.counts),
             duration_seconds=round(float(sum(history.get("epoch_seconds", []))), 1),
             parent=ParentModel(**request.parent) if request.parent else None,
         ),
@@ -241,15 +251,24 @@ def _preprocessing(request: TrainRequest) -> Preprocessing:
     if request.model == "mnist-mlp":
         return Preprocessing(
             kind="mnist-digit",
-            description="White digit on black, cropped, fitted in 20x20 and centred by "
-            "centre of mass in 28x28; raw 0..255 pixels (the model scales them).",
+            description="app.contract.digits.normalize_digit: grayscale (deep images by the "
+            "bits their data uses); a sheet photographed on a darker table is cropped to; "
+            "polarity from the border (dark-on-light inverted); paper level (a plane, or a "
+            "quadratic surface on photos) and noise removed, ink stretched to 255; ruled and "
+            "squared lines erased; cropped to the ink, fitted in 20x20 keeping the aspect "
+            "ratio, centred by centre of mass in 28x28; MNIST-form 28x28 pictures pass "
+            "unchanged. Raw 0..255 pixels (the model scales them). Each answer says whether "
+            "a digit was found (digit_found).",
         )
     height, width = request.size
     mode = "L" if request.channels == 1 else "RGB"
     return Preprocessing(
         kind="resize",
-        description=f"Pillow: Image.open(...).convert('{mode}').resize(({width}, {height}), "
-        "Image.BILINEAR), as in training; raw 0..255 pixels (the model scales them).",
+        description=f"app.contract.preprocessing.prepare_image, which training read its "
+        f"files with too: decode (EXIF orientation applied; JPEGs at 1/2, 1/4 or 1/8 scale "
+        f"when that stays at least {width}x{height}; 16-bit images scaled by the bits their "
+        f"data uses), convert('{mode}'), resize to {width}x{height} (Pillow BILINEAR); raw "
+        "0..255 pixels (the model scales them).",
     )
 
 
@@ -279,6 +298,6 @@ def _hyperparameters(request: TrainRequest, history: History) -> dict[str, Any]:
             if request.augment
             else None
         ),
-        "resize": "Pillow BILINEAR (as the service)",
+        "resize": "app.contract.preprocessing.prepare_image (as the service)",
         "class_weight_power": request.class_weight_power if request.class_weights else None,
     }

@@ -16,10 +16,10 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ValidationError
 
+from app.contract.images import Upload
+from app.contract.model_card import ModelCard
 from app.dataplane import Classification, DataPlane
 from app.errors import InvalidImage, InvalidInput, UnsupportedMediaType
-from app.imaging import Upload
-from app.model_card import ModelCard
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -80,7 +80,10 @@ async def classify(
     """The one core call of every protocol: tensors or encoded images in, softmax out."""
     if isinstance(images, list):
         with _image_errors_as_bad_input():
-            return await dataplane.classify_uploads(name, version, images)
+            result = await dataplane.classify_uploads(name, version, images)
+            if result.failures:  # a tensor is answered whole or not at all
+                raise result.failures[0].error
+        return result
     return await dataplane.classify_pixels(name, version, images)
 
 

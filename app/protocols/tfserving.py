@@ -17,11 +17,11 @@ import numpy as np
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
+from app.contract.images import Upload
+from app.contract.model_card import ModelCard
 from app.dataplane import DataPlane
 from app.deps import DataPlaneDep, RepositoryDep
 from app.errors import ErrorResponse, InvalidInput, ModelNotFound
-from app.imaging import Upload
-from app.model_card import ModelCard
 from app.protocols.inputs import (
     ModelInput,
     classify,
@@ -145,6 +145,15 @@ class ClassifyRequest(PredictRequest):
     examples: list[Any] | None = Field(default=None, description="As `instances`")
 
 
+# TF Serving has no word for "this picture holds no digit"; an extra top-level key leaves
+# the shapes its clients read (predictions, outputs, results) exactly as they are.
+_DIGIT_FOUND = (
+    'Digit models, for {"b64": ...} images only: per instance, false when the picture '
+    "holds no plausible digit (a blank page, only ruled lines or a paper edge); the "
+    "probabilities are then a guess. Absent for numeric tensors, which are not normalised"
+)
+
+
 class PredictResponse(BaseModel):
     """`predictions` answers row requests, `outputs` columnar ones."""
 
@@ -154,6 +163,7 @@ class PredictResponse(BaseModel):
     outputs: list[list[float]] | None = Field(
         default=None, description="Softmax probabilities, [N, classes]"
     )
+    digit_found: list[bool] | None = Field(default=None, description=_DIGIT_FOUND)
 
 
 class ClassifyResponse(BaseModel):
@@ -161,6 +171,7 @@ class ClassifyResponse(BaseModel):
         description="Per instance, every class as [label, score], best first",
         examples=[[[["7", 0.98], ["1", 0.01]]]],
     )
+    digit_found: list[bool] | None = Field(default=None, description=_DIGIT_FOUND)
 
 
 # Status and metadata ---------------------------------------------------------------
@@ -263,6 +274,7 @@ async def predict_version(
 @router.post(
     "/models/{name}:classify",
     response_model=ClassifyResponse,
+    response_model_exclude_none=True,
     summary="Classify: every class with its score, best first",
     responses=_ERRORS,
     openapi_extra=_CLASSIFY_BODY,
@@ -277,6 +289,7 @@ async def classify_route(
 @router.post(
     "/models/{name}/versions/{version}:classify",
     response_model=ClassifyResponse,
+    response_model_exclude_none=True,
     summary="Classify with a model version",
     responses=_ERRORS,
     openapi_extra=_CLASSIFY_BODY,
@@ -298,8 +311,8 @@ async def _predict(
         result = await classify(dataplane, name, model.version, images)
     probabilities = result.probabilities.tolist()
     if row_format:
-        return PredictResponse(predictions=probabilities)
-    return PredictResponse(outputs=probabilities)
+        return PredictResponse(predictions=probabilities, digit_found=result.digit_found)
+    return PredictResponse(outputs=probabilities, digit_found=result.digit_found)
 
 
 async def _classify(
@@ -319,7 +332,7 @@ async def _classify(
     for row in result.probabilities:
         ranked = np.argsort(-row, kind="stable")
         results.append([(card.class_names[i], float(row[i])) for i in ranked])
-    return ClassifyResponse(results=results)
+    return ClassifyResponse(results=results, digit_found=result.digit_found)
 
 
 def _model_input(request: PredictRequest, card: ModelCard) -> tuple[ModelInput, bool]:

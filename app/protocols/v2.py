@@ -9,6 +9,11 @@ hold raw bytes; KServe's image examples send base64 the same way).
 
 Extensions: binary tensor data (`v2_binary`) and classification (`"classification": k`
 on a requested output returns `"score:index:label"` strings, top k, shape `[N, k]`).
+
+Digit models have a second output, `digit_found` (BOOL `[N]`), for BYTES images: false
+where the picture holds no plausible digit (a blank page, only ruled lines or a paper
+edge), whose probabilities are then a guess. FP32 pixels are taken as already
+normalised, so no digit is looked for and the output is not given for them.
 Wire format: kserve/open-inference-protocol `specification/protocol/inference_rest.md`.
 """
 
@@ -25,11 +30,11 @@ from fastapi.responses import JSONResponse
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
+from app.contract.images import Upload
+from app.contract.model_card import ModelCard
 from app.dataplane import Classification, DataPlane
 from app.deps import DataPlaneDep, RepositoryDep, SettingsDep
 from app.errors import ErrorResponse, InvalidInput, ModelNotReady
-from app.imaging import Upload
-from app.model_card import ModelCard
 from app.protocols import v2_binary
 from app.protocols.inputs import (
     ModelInput,
@@ -49,6 +54,7 @@ OPENAPI_TAG = {
     'the binary tensor data and classification extensions. Errors are `{"error": ...}`.',
 }
 EXTENSIONS = ["binary_tensor_data", "classification"]
+DIGIT_FOUND = "digit_found"
 PLATFORM = "tensorflow_savedmodel"
 
 router = APIRouter(prefix="/v2", tags=[TAG])  # model endpoints
@@ -252,7 +258,11 @@ def _metadata(repository: ModelRepository, model: ServedModel) -> ModelMetadata:
         outputs=[
             TensorMetadata(
                 name=card.output_name, datatype="FP32", shape=[-1, len(card.class_names)]
-            )
+            ),
+            *(
+                [TensorMetadata(name=DIGIT_FOUND, datatype="BOOL", shape=[-1])]
+                * _reads_digits(card)
+            ),
         ],
     )
 
@@ -347,7 +357,7 @@ async def _infer(
     model = dataplane.repository.get(name, version)
     card = _card(model)
     images = _read_input(infer_request.inputs, tail, card)
-    outputs = _requested_outputs(infer_request, card)
+    outputs = _requested_outputs(infer_request, card, encoded_images=isinstance(images, list))
     result = await classify(dataplane, name, model.version, images)
     return _respond(infer_request, result, outputs)
 
@@ -421,20 +431,31 @@ def _encoded_images(tensor: RequestInput, raw: bytes | None, what: str) -> list[
     return [Upload(filename=f"{tensor.name}[{i}]", data=data) for i, data in enumerate(images)]
 
 
-def _requested_outputs(infer_request: InferenceRequest, card: ModelCard) -> list[_Output]:
+def _requested_outputs(
+    infer_request: InferenceRequest, card: ModelCard, *, encoded_images: bool
+) -> list[_Output]:
     binary_default = _flag(infer_request.parameters, "binary_data_output", "request parameters")
-    requested = infer_request.outputs or [RequestOutput(name=card.output_name)]
+    reports_digits = _reads_digits(card) and encoded_images
+    default = [RequestOutput(name=card.output_name)]
+    if reports_digits:
+        default.append(RequestOutput(name=DIGIT_FOUND))
+    known = [card.output_name, *([DIGIT_FOUND] * _reads_digits(card))]
     outputs = []
-    for output in requested:
-        if output.name != card.output_name:
+    for output in infer_request.outputs or default:
+        if output.name not in known:
+            raise InvalidInput(f"unknown output {output.name!r}; the model's outputs are {known}")
+        if output.name == DIGIT_FOUND and not reports_digits:
             raise InvalidInput(
-                f"unknown output {output.name!r}; the model has one output, {card.output_name!r}"
+                f"output {DIGIT_FOUND!r} is given for BYTES images only: FP32 pixels are "
+                "taken as already normalised, so no digit is looked for in them"
             )
         where = f"output {output.name!r} parameters"
         binary = _flag(output.parameters, "binary_data", where, default=binary_default)
         count = (output.parameters or {}).get("classification")
         if count is not None and (type(count) is not int or count < 1):
             raise InvalidInput(f"{where}: classification must be a positive integer (top k)")
+        if count is not None and output.name == DIGIT_FOUND:
+            raise InvalidInput(f"{where}: classification applies to {card.output_name!r} only")
         outputs.append(_Output(output.name, binary, count))
     return outputs
 
@@ -445,13 +466,19 @@ def _respond(
     tensors: list[ResponseOutput] = []
     buffers: list[bytes] = []
     for output in outputs:
-        if output.classification is None:
+        values: list[Any]
+        if output.name == DIGIT_FOUND:
+            found = np.asarray(result.digit_found, dtype=bool)
+            tensor = ResponseOutput(name=output.name, shape=[len(found)], datatype="BOOL")
+            raw = found.tobytes()  # one byte per element, as the binary extension says
+            values = found.tolist()
+        elif output.classification is None:
             probabilities = result.probabilities
             tensor = ResponseOutput(
                 name=output.name, shape=list(probabilities.shape), datatype="FP32"
             )
             raw = probabilities.astype("<f4").tobytes()
-            values: list[Any] = probabilities.ravel().tolist()
+            values = probabilities.ravel().tolist()
         else:
             labels = _top_classes(result, output.classification)
             tensor = ResponseOutput(
@@ -517,6 +544,11 @@ def _kind(values: NDArray[Any]) -> str:
     return {"b": "booleans", "U": "strings", "O": "mixed values"}.get(
         values.dtype.kind, "non-numbers"
     )
+
+
+def _reads_digits(card: ModelCard) -> bool:
+    """Whether the model's preprocessing looks for a digit (and so can find none)."""
+    return card.preprocessing.kind == "mnist-digit"
 
 
 def _card(model: ServedModel) -> ModelCard:

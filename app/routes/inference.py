@@ -14,7 +14,12 @@ from app.dataplane import DataPlane
 from app.deps import DataPlaneDep, SettingsDep, read_uploads
 from app.errors import ErrorResponse, InvalidInput
 from app.labelled import ArchiveLimits, parse_labels, read_labelled_archive
-from app.postprocess import predict_response, probabilities_response, to_file_predictions
+from app.postprocess import (
+    predict_response,
+    probabilities_response,
+    to_file_errors,
+    to_file_predictions,
+)
 from app.schemas import EvaluateResponse, PredictResponse, ProbabilitiesResponse
 
 router = APIRouter(prefix="/api/v1", tags=["inference"])
@@ -38,8 +43,15 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "No files or an invalid request"},
     404: {"model": ErrorResponse, "description": "Unknown model or version"},
     413: {"model": ErrorResponse, "description": "Body, file count or archive over a limit"},
-    415: {"model": ErrorResponse, "description": "A file is not a supported image"},
-    422: {"model": ErrorResponse, "description": "A file could not be decoded, or bad labels"},
+    415: {
+        "model": ErrorResponse,
+        "description": "No file is a supported image (with several files, those that are "
+        "get answers and the others are listed in `errors`)",
+    },
+    422: {
+        "model": ErrorResponse,
+        "description": "No file could be decoded (see 415), or bad labels or parameters",
+    },
     503: {"model": ErrorResponse, "description": "Model not loaded yet or failed to load"},
 }
 
@@ -182,6 +194,7 @@ async def _evaluate(
         model=model.name,
         version=model.version,
         predictions=to_file_predictions(evaluation, filenames) if include_predictions else None,
+        errors=to_file_errors(evaluation.classification),
     )
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.contract.classification import EvaluationReport
 from app.deps import RepositoryDep
 from app.errors import ErrorResponse, ModelNotReady
-from app.metrics import EvaluationReport
 from app.repository import ModelRepository, ServedModel
 from app.schemas import ModelDetail, ModelList, ModelStatus, VersionStatus
 

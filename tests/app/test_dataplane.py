@@ -77,13 +77,13 @@ async def test_tiny_uploads_skip_the_decode_pool_and_larger_ones_use_it(
     import app.dataplane
 
     decoded_on: list[str] = []
-    real_prepare = app.dataplane.prepare_uploads
+    real_prepare = app.dataplane.prepare_batch
 
     def recording_prepare(*args, **kwargs):  # type: ignore[no-untyped-def]
         decoded_on.append(threading.current_thread().name)
         return real_prepare(*args, **kwargs)
 
-    monkeypatch.setattr(app.dataplane, "prepare_uploads", recording_prepare)
+    monkeypatch.setattr(app.dataplane, "prepare_batch", recording_prepare)
     large = encode(np.random.default_rng(0).integers(0, 255, (300, 300)))
     async with serve() as client:
         tiny_answer = await client.post(PREDICT, files={"files": ("a.png", png())})

@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
+from app.contract.images import Upload
 from app.errors import InvalidArchive, InvalidLabels, PayloadTooLarge
-from app.imaging import Upload
 from app.labelled import ArchiveLimits, parse_labels, read_labelled_archive
 
 CLASSES = ["NORMAL", "PNEUMONIA"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from app.metrics import evaluate_probabilities
-from app.model_card import (
+from app.contract.classification import evaluate_probabilities
+from app.contract.model_card import (
     DataSource,
     InputSpec,
     ModelCard,

@@ -111,6 +111,32 @@ def test_a_file_that_is_not_an_image_gets_a_readable_error(page: Page, tmp_path:
     print("error:", screenshot(page, "2-upload-error"))
 
 
+def test_a_bad_file_among_images_costs_only_its_own_answer(
+    page: Page, mnist: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    first, last = digit_files(mnist, tmp_path, [7, 2])
+    readme = tmp_path / "README.md"
+    readme.write_text("# my digits\n")
+    page.set_input_files("#files", [str(first), str(readme), str(last)])
+    cards = page.locator(RESULT)
+    expect(cards).to_have_count(3)
+    expect(cards.nth(0)).to_have_attribute("data-label", "7")
+    expect(cards.nth(1).locator(".error")).to_contain_text("README.md")
+    expect(cards.nth(1).locator(".error")).to_contain_text("HTTP 415")
+    expect(cards.nth(2)).to_have_attribute("data-label", "2")
+    print("mixed upload:", screenshot(page, "2b-upload-with-a-bad-file"))
+
+
+def test_a_blank_page_says_no_digit_was_found(page: Page, tmp_path: Path) -> None:
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(encode(np.full((200, 150), 235, dtype=np.uint8)))
+    page.set_input_files("#files", str(blank))
+    result = page.locator(RESULT)
+    expect(result).to_have_count(1)
+    expect(result.locator(".no-digit")).to_contain_text("No digit found")
+    print("blank page:", screenshot(page, "2c-blank-page"))
+
+
 def test_digits_drawn_on_the_canvas_are_read(page: Page) -> None:
     draw(page, [(0.5, 0.15), (0.52, 0.85)])  # a 1, white on black
     result = page.locator(RESULT)

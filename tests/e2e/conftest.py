@@ -15,9 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SHIPPED_MODELS
 
-SHIPPED_MODELS = REPO_ROOT / "models"
 STARTUP_TIMEOUT_SECONDS = 120
 
 

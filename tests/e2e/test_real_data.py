@@ -11,10 +11,10 @@ import httpx
 import numpy as np
 import pytest
 
-from app.imaging import Upload
-from app.metrics import evaluate_probabilities
-from app.model_card import ModelCard
-from app.preprocess import prepare_uploads
+from app.contract.classification import evaluate_probabilities
+from app.contract.images import Upload
+from app.contract.model_card import ModelCard
+from app.contract.preprocessing import prepare_batch
 from tests.app.digit_variants import variant_mix
 from tests.app.images import encode
 from tests.conftest import require_data
@@ -104,7 +104,7 @@ def test_evaluate_equals_an_offline_evaluation_of_the_same_files(
     card = served_card("mnist-mlp", client)
     version_dir = SHIPPED_MODELS / card.name / str(card.version)
     uploads = [Upload(filename=name, data=data) for name, data in files.items()]
-    pixels = prepare_uploads(uploads, card, max_pixels=50_000_000)
+    pixels = prepare_batch(uploads, card.input, card.preprocessing.kind).pixels
     signature = tf.saved_model.load(str(version_dir)).signatures[card.signature_name]
     probabilities = signature(**{card.input.tensor_name: tf.constant(pixels)})[card.output_name]
     offline = evaluate_probabilities(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from app.model_card import ModelCard
+from app.contract.model_card import ModelCard
 from tests.training.conftest import write_tiny_mnist
 from training.__main__ import main
 from training.cli import DEFAULTS, build_parser
@@ -131,7 +131,7 @@ def test_retrain_exports_the_next_version_with_its_parent(
     card = ModelCard.read(version_dir.parent / "2")
     assert card.training.parent is not None
     assert (card.training.parent.name, card.training.parent.version) == ("mnist-mlp", 1)
-    assert card.training.data.location == str(more_data)
+    assert card.training.data.fingerprint is not None
     assert sum(card.training.data.counts["train"].values()) == 42
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert str(version_dir.parent / "2") in summary and "test accuracy" in summary

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import io
+import re
 import shutil
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
+from app.contract.images import Upload
+from app.contract.preprocessing import prepare_batch
 from tests.training.conftest import write_tiny_mnist
 from training.data import (
     DataError,
     balanced_class_weights,
     list_xray_split,
-    load_image_like_service,
     load_mnist_arrays,
     load_mnist_training,
     load_xray_training,
+    read_images,
+    xray_input_spec,
 )
 
 
@@ -83,6 +89,46 @@ def test_file_that_is_not_npz_is_reported(tmp_path: Path) -> None:
     path.write_text("hello")
     with pytest.raises(DataError, match=r"not a readable \.npz"):
         load_mnist_arrays(path)
+
+
+def test_mnist_folder_is_called_a_folder_and_its_npz_suggested(tmp_path: Path) -> None:
+    write_tiny_mnist(tmp_path / "mnist.npz")
+    (tmp_path / "notes.txt").write_text("not data")
+    expected = f"{tmp_path} is a folder; expected an .npz file; did you mean --data {tmp_path}/"
+    with pytest.raises(DataError, match=re.escape(expected + "mnist.npz?")):
+        load_mnist_arrays(tmp_path)
+
+
+def test_mnist_folder_without_one_npz_lists_what_it_holds(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"is a folder; expected an \.npz file$"):
+        load_mnist_arrays(tmp_path)
+    write_tiny_mnist(tmp_path / "a.npz")
+    write_tiny_mnist(tmp_path / "b.npz")
+    with pytest.raises(DataError, match=r"it holds a\.npz, b\.npz: pass one of them"):
+        load_mnist_arrays(tmp_path)
+
+
+def test_chest_xray_folder_given_as_mnist_is_recognised(tiny_xray: Path) -> None:
+    with pytest.raises(DataError, match="looks like a chest X-ray folder"):
+        load_mnist_arrays(tiny_xray)
+
+
+def test_failed_mnist_download_asks_for_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline() -> None:
+        raise Exception("URL fetch failure: [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    with pytest.raises(DataError) as error:
+        load_mnist_arrays(None)
+    assert str(error.value) == (
+        "could not download MNIST (URL fetch failure: [Errno -2] Name or service not known); "
+        "pass --data path/to/mnist.npz"
+    )
+
+
+def test_xray_data_that_is_a_file_is_not_called_missing(tiny_mnist: Path) -> None:
+    with pytest.raises(DataError, match=r"mnist\.npz is a file, not a folder; expected"):
+        list_xray_split(tiny_mnist, "test")
 
 
 def test_missing_xray_folder_is_reported(tmp_path: Path) -> None:
@@ -153,11 +199,36 @@ def test_class_weight_power_softens_the_balanced_weights() -> None:
         balanced_class_weights(labels, 2, power=-1.0)
 
 
-def test_images_are_resized_exactly_as_the_service_does(tmp_path: Path) -> None:
+def test_images_are_read_exactly_as_the_service_reads_uploads(tmp_path: Path) -> None:
+    """Training's arrays are the contract's pixels: colour JPEGs decoded at reduced size,
+    16-bit PNGs, all through `prepare_image`, as the data plane calls it."""
     rng = np.random.default_rng(3)
-    path = tmp_path / "scan.jpeg"
-    Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(path)
-    with Image.open(path) as image:
-        expected = np.asarray(image.convert("L").resize((24, 16), Image.Resampling.BILINEAR))
-    pixels = load_image_like_service(str(path), (16, 24), channels=1)
-    np.testing.assert_array_equal(pixels[..., 0], expected)
+    files = {
+        "scan.jpeg": encoded(rng.integers(0, 256, (300, 420, 3), dtype=np.uint8), "JPEG"),
+        "deep.png": encoded(rng.integers(0, 4096, (90, 60), dtype=np.uint16), "PNG"),
+    }
+    paths = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    spec = xray_input_spec((16, 24), channels=1)
+    pixels = read_images(tmp_path, paths, spec)
+    served = prepare_batch(
+        [Upload(filename=name, data=data) for name, data in files.items()], spec, "resize"
+    ).pixels
+    assert pixels.dtype == np.uint8 and pixels.shape == (2, 16, 24, 1)
+    np.testing.assert_array_equal(pixels, served)
+
+
+def test_an_unreadable_image_in_a_data_folder_is_named(tmp_path: Path) -> None:
+    (tmp_path / "ok.png").write_bytes(encoded(np.zeros((8, 8), dtype=np.uint8), "PNG"))
+    (tmp_path / "notes.jpeg").write_bytes(b"not an image")
+    paths = [str(tmp_path / "ok.png"), str(tmp_path / "notes.jpeg")]
+    with pytest.raises(DataError, match=re.escape("notes.jpeg: not a PNG, JPEG")):
+        read_images(tmp_path, paths, xray_input_spec((8, 8), channels=1))
+
+
+def encoded(pixels: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt)
+    return buffer.getvalue()

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from app.model_card import ModelCard
+from app.contract.model_card import ModelCard
 from training.__main__ import main
 from training.architectures import build_mnist_mlp
 from training.data import load_mnist_training

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from app.model_card import ModelCard
+from app.contract.model_card import ModelCard
 from training.data import load_mnist_arrays, load_xray_split_arrays, mnist_split
 from training.evaluate import evaluate_saved_model, predict_with_saved_model
 

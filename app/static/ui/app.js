@@ -358,7 +358,13 @@
       const body = await getJson(url, { method: "POST", body: form });
       if (seq !== state.predictSeq) return;
       clearResults();
-      results.append(...body.predictions.map((p, i) => resultView(p, files[i], card)));
+      // One card per file, in the order sent: an answer, or why that file was not read.
+      const views = [
+        ...body.predictions.map((p) => [p.index, resultView(p, files[p.index], card)]),
+        ...body.errors.map((e) => [e.index, fileErrorView(e)]),
+      ];
+      views.sort((a, b) => a[0] - b[0]);
+      results.append(...views.map(([, view]) => view));
     } catch (error) {
       if (seq !== state.predictSeq) return;
       clearResults();
@@ -366,6 +372,15 @@
     } finally {
       if (seq === state.predictSeq) results.setAttribute("aria-busy", "false");
     }
+  }
+
+  function fileErrorView(fileError) {
+    return el(
+      "article",
+      { class: "result file-error" },
+      el("h3", {}, fileError.filename),
+      el("p", { class: "error", role: "alert" }, `${fileError.error} (HTTP ${fileError.status})`),
+    );
   }
 
   function resultView(prediction, file, card) {
@@ -399,10 +414,18 @@
       el(
         "div",
         { class: "scores" },
+        prediction.digit_found === false
+          ? el(
+              "p",
+              { class: "notice no-digit", role: "status" },
+              "No digit found: the picture looks blank (or holds only lines or a paper edge). ",
+              "The scores below are the model's guess about an empty field.",
+            )
+          : null,
         el(
           "p",
           { class: "verdict" },
-          "Read as ",
+          prediction.digit_found === false ? "Best guess for an empty field: " : "Read as ",
           el("strong", { class: "predicted" }, prediction.label),
           ` (${pct(prediction.confidence)} probability)`,
         ),
@@ -569,6 +592,14 @@
         const report = await getJson(`${modelUrl(name)}/evaluate`, { method: "POST", body });
         out.replaceChildren(
           el("h3", {}, `${report.model} version ${report.version} on ${file.name}`),
+          report.errors.length
+            ? el(
+                "div",
+                { class: "error", role: "alert" },
+                el("p", {}, `${report.errors.length} file(s) could not be read and are left out of every figure:`),
+                el("ul", {}, report.errors.map((e) => el("li", {}, e.error))),
+              )
+            : null,
           evaluationView(report),
         );
       } catch (error) {

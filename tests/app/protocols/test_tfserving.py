@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.app.images import png
+from tests.app.images import encode, png
 from tests.app.protocols.conftest import Served
 
 pytestmark = pytest.mark.anyio
@@ -158,6 +158,26 @@ async def test_b64_images_match_the_native_probabilities(served: Served) -> None
         assert response.json()[key] == expected, label
 
 
+BLANK_PAGE = encode(np.full((60, 40), 230, dtype=np.uint8))
+
+
+async def test_b64_images_to_a_digit_model_say_whether_a_digit_was_found(served: Served) -> None:
+    images = [b64(png(1)), b64(BLANK_PAGE)]
+    predicted = await served.client.post(f"{DIGITS}:predict", json={"instances": images})
+    columnar = await served.client.post(f"{DIGITS}:predict", json={"inputs": images})
+    classified = await served.client.post(f"{DIGITS}:classify", json={"instances": images})
+    for response in (predicted, columnar, classified):
+        assert response.status_code == 200, response.text
+        assert response.json()["digit_found"] == [True, False]
+    assert len(predicted.json()["predictions"]) == 2  # the shape clients read is unchanged
+    tensors = await served.client.post(f"{DIGITS}:predict", json={"instances": pixels(2).tolist()})
+    xray = await served.client.post(
+        "/v1/models/tiny-xray:predict", json={"instances": [b64(png())]}
+    )
+    assert "digit_found" not in tensors.json()
+    assert "digit_found" not in xray.json()
+
+
 async def test_b64_accepts_url_safe_and_unpadded(served: Served) -> None:
     image = png(3)
     url_safe = base64.urlsafe_b64encode(image).decode().rstrip("=")
@@ -226,6 +246,8 @@ NAN_BODY = '{"instances": [[' + ",".join(["[" + ",".join(["NaN"] * 28) + "]"] * 
         ({"instances": [[0]], "signature_name": "predict"}, "not found in signature def"),
         ({"instances": [{"b64": "not base64!"}]}, "is not valid base64"),
         ({"instances": [b64(b"plain text, not an image")]}, "not a PNG, JPEG"),
+        # A tensor is answered whole or not at all: one bad image fails the request.
+        ({"instances": [b64(png()), b64(b"plain text")]}, "instances[1]: not a PNG, JPEG"),
         ({"instances": [b64(png()), np.zeros((28, 28)).tolist()]}, "mixes"),
         ({"instances": [{"image": b64(png())}]}, "the signature has one input, 'pixels'"),
         ({"inputs": {"pixels": b64(png())}}, '"inputs" must be a list'),

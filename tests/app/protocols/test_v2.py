@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.app.conftest import ServeFn
-from tests.app.images import png
+from tests.app.images import encode, png
 from tests.app.protocols.conftest import Served
 
 pytestmark = pytest.mark.anyio
@@ -57,6 +57,8 @@ def read_response(response: httpx.Response) -> dict[str, np.ndarray]:
             values = np.array(output["data"])
         elif output["datatype"] == "BYTES":
             values = np.array(_split_length_prefixed(tail[:size]))
+        elif output["datatype"] == "BOOL":
+            values = np.frombuffer(tail[:size], dtype=bool)
         else:
             values = np.frombuffer(tail[:size], dtype="<f4")
         tail = tail[size or 0 :]
@@ -114,10 +116,13 @@ async def test_model_metadata(served: Served, mixed: Served) -> None:
         "versions": ["1"],
         "platform": "tensorflow_savedmodel",
         "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, 28, 28, 1]}],
-        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}],
+        "outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+            {"name": "digit_found", "datatype": "BOOL", "shape": [-1]},
+        ],
     }
     assert xray["inputs"][0]["shape"] == [-1, 32, 32, 1]
-    assert xray["outputs"][0]["shape"] == [-1, 2]
+    assert xray["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}]
     assert (await mixed.client.get(f"{DIGITS}/versions/2")).json()["versions"] == ["1", "2"]
 
 
@@ -234,6 +239,51 @@ async def test_bytes_images_match_the_native_probabilities(served: Served) -> No
         response = await served.client.post(INFER, content=content, headers=headers)
         assert response.status_code == 200, (label, response.text)
         np.testing.assert_allclose(read_response(response)["probabilities"], expected, rtol=1e-6)
+
+
+BLANK_PAGE = encode(np.full((60, 40), 230, dtype=np.uint8))
+
+
+async def test_bytes_images_to_a_digit_model_say_whether_a_digit_was_found(
+    served: Served,
+) -> None:
+    images = [png(1), BLANK_PAGE]
+    raw = length_prefixed(images)
+    as_json = {"inputs": [bytes_input([2], data=[base64.b64encode(i).decode() for i in images])]}
+    as_binary = {
+        "inputs": [bytes_input([2], parameters={"binary_data_size": len(raw)})],
+        "parameters": {"binary_data_output": True},
+    }
+    for header, tail in ((as_json, b""), (as_binary, raw)):
+        content, headers = with_binary(header, tail)
+        response = await served.client.post(INFER, content=content, headers=headers)
+        assert response.status_code == 200, response.text
+        outputs = read_response(response)
+        assert outputs["digit_found"].tolist() == [True, False]
+        assert outputs["probabilities"].shape == (2, 10)
+    only_probabilities = {**as_json, "outputs": [{"name": "probabilities"}]}
+    response = await served.client.post(INFER, json=only_probabilities)
+    assert [o["name"] for o in response.json()["outputs"]] == ["probabilities"]
+
+
+async def test_fp32_pixels_get_no_digit_found_and_asking_for_it_is_400(served: Served) -> None:
+    plain = await served.client.post(INFER, json={"inputs": [fp32(ONE, data=ONE_DATA)]})
+    assert [o["name"] for o in plain.json()["outputs"]] == ["probabilities"]
+    asked = await served.client.post(
+        INFER,
+        json={"inputs": [fp32(ONE, data=ONE_DATA)], "outputs": [{"name": "digit_found"}]},
+    )
+    assert asked.status_code == 400
+    assert "BYTES images only" in asked.json()["error"]
+    xray = await served.client.post(
+        "/v2/models/tiny-xray/infer",
+        json={
+            "inputs": [bytes_input([1], data=[base64.b64encode(png(1)).decode()])],
+            "outputs": [{"name": "digit_found"}],
+        },
+    )
+    assert xray.status_code == 400
+    assert "unknown output 'digit_found'" in xray.json()["error"]
 
 
 async def test_classification_returns_top_k_score_index_label(served: Served) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.model_card import ModelCard
+from app.contract.model_card import ModelCard
 from tests.app.conftest import ServeFn
 from tests.app.images import encode
 

@@ -165,28 +165,106 @@ async def test_evaluate_rejects_bad_input(
     assert response.json()["code"] == code
 
 
-@pytest.mark.parametrize(
-    ("content", "content_type", "status", "code", "message"),
-    [
-        (b"", "image/png", 422, "invalid_image", "empty"),
-        (b"hello, I am text", "text/plain", 415, "unsupported_media_type", "text/plain"),
-        (b"%PDF-1.4\n...", "image/png", 415, "unsupported_media_type", "PDF"),
-        (png()[:40], "image/png", 422, "invalid_image", "truncated"),
-        (gray_jpeg()[:300], "image/jpeg", 422, "invalid_image", "truncated"),
-    ],
-)
-async def test_bad_images_get_a_4xx_naming_the_file(
+BAD_FILES = [
+    (b"", "image/png", 422, "invalid_image", "empty"),
+    (b"hello, I am text", "text/plain", 415, "unsupported_media_type", "text/plain"),
+    (b"%PDF-1.4\n...", "image/png", 415, "unsupported_media_type", "PDF"),
+    (png()[:40], "image/png", 422, "invalid_image", "truncated"),
+    (gray_jpeg()[:300], "image/jpeg", 422, "invalid_image", "truncated"),
+]
+
+
+@pytest.mark.parametrize(("content", "content_type", "status", "code", "message"), BAD_FILES)
+async def test_a_bad_file_alone_gets_a_4xx_naming_it(
     serve: ServeFn, content: bytes, content_type: str, status: int, code: str, message: str
 ) -> None:
-    upload = files(("good.png", png(), "image/png"), ("bad.png", content, content_type))
     async with serve() as client:
-        response = await client.post(PREDICT, files=upload)
+        response = await client.post(PREDICT, files=files(("bad.png", content, content_type)))
         after = await client.post(PREDICT, files=files(("good.png", png(), "image/png")))
     assert response.status_code == status, response.text
     body = response.json()
     assert body["code"] == code
     assert "bad.png" in body["error"] and message in body["error"]
     assert after.status_code == 200  # the server is still healthy
+
+
+@pytest.mark.parametrize(("content", "content_type", "status", "code", "message"), BAD_FILES)
+async def test_a_bad_file_among_good_ones_costs_only_its_own_answer(
+    serve: ServeFn, content: bytes, content_type: str, status: int, code: str, message: str
+) -> None:
+    """The issue's case: two images and a README.md give two answers and one error."""
+    upload = files(
+        ("first.png", png(1), "image/png"),
+        ("bad.png", content, content_type),
+        ("last.png", png(2), "image/png"),
+    )
+    async with serve() as client:
+        predicted = await client.post(PREDICT, files=upload)
+        probabilities = await client.post(PROBABILITIES, files=upload)
+        alone = [
+            (await client.post(PREDICT, files=files(item))).json()["predictions"][0]
+            for item in (("first.png", png(1), "image/png"), ("last.png", png(2), "image/png"))
+        ]
+    assert predicted.status_code == 200, predicted.text
+    assert probabilities.status_code == 200, probabilities.text
+    body = predicted.json()
+    assert [(p["index"], p["filename"]) for p in body["predictions"]] == [
+        (0, "first.png"),
+        (2, "last.png"),
+    ]
+    for answer, single in zip(body["predictions"], alone, strict=True):
+        assert answer["label"] == single["label"]
+        assert answer["confidence"] == pytest.approx(single["confidence"], abs=1e-6)
+    [error] = body["errors"]
+    assert error["index"] == 1 and error["filename"] == "bad.png"
+    assert (error["status"], error["code"]) == (status, code)
+    assert message in error["error"]
+    results = probabilities.json()
+    assert [r["index"] for r in results["results"]] == [0, 2]
+    assert results["errors"] == body["errors"]
+
+
+async def test_when_every_file_is_bad_the_request_gets_the_first_files_error(
+    serve: ServeFn,
+) -> None:
+    upload = files(
+        ("notes.txt", b"hello, I am text", "text/plain"),
+        ("broken.png", png()[:40], "image/png"),
+    )
+    async with serve() as client:
+        response = await client.post(PREDICT, files=upload)
+    assert response.status_code == 415, response.text
+    body = response.json()
+    assert body["code"] == "unsupported_media_type"
+    assert "notes.txt" in body["error"] and "broken.png" in body["error"]
+
+
+async def test_evaluate_leaves_a_bad_file_out_of_the_figures_and_names_it(
+    serve: ServeFn,
+) -> None:
+    good = [("a.png", png(1), "image/png"), ("b.png", png(2), "image/png")]
+    bad = ("README.md", b"# my digits\n", "text/markdown")
+    async with serve() as client:
+        with_bad = await client.post(
+            "/api/v1/models/tiny-digits/evaluate?include_predictions=true",
+            files=files(good[0], bad, good[1]),
+            data={"labels": "1,2,2"},
+        )
+        without = await client.post(
+            "/api/v1/models/tiny-digits/evaluate",
+            files=files(*good),
+            data={"labels": "1,2"},
+        )
+    assert with_bad.status_code == 200, with_bad.text
+    body, reference = with_bad.json(), without.json()
+    assert body["count"] == 2
+    assert body["confusion_matrix"] == reference["confusion_matrix"]
+    assert body["accuracy"] == reference["accuracy"]
+    assert [p["index"] for p in body["predictions"]] == [0, 2]
+    assert [(e["index"], e["filename"], e["code"]) for e in body["errors"]] == [
+        (1, "README.md", "unsupported_media_type")
+    ]
+    assert reference["errors"] == []
 
 
 async def test_unknown_model_is_404(serve: ServeFn) -> None:

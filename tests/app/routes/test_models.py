@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.model_card import ModelCard
+from app.contract.model_card import ModelCard
 from tests.app.conftest import ServeFn
 
 pytestmark = pytest.mark.anyio

@@ -45,6 +45,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageChops
 
+from app.contract.images import DEEP_MODES, deep_to_8bit
+
 FloatImage = NDArray[np.float32]
 
 FIELD_SIZE = 28
@@ -86,8 +88,6 @@ SPECK_MAX_FRACTION = 0.02
 share of the ink, is a speck of dust and does not widen the bounding box."""
 
 _FIELD_AXIS = np.arange(FIELD_SIZE)
-_HIGH_BIT_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
-_SIXTEEN_BIT_MAX = 65535.0
 _PLANE_SAMPLE_PIXELS = 1024
 _MAD_TO_SIGMA = 1.4826  # standard deviation / median absolute deviation, for Gaussian noise
 _QUANTISATION_NOISE = 12**-0.5  # standard deviation of rounding to whole grey levels
@@ -96,20 +96,19 @@ _QUANTISATION_NOISE = 12**-0.5  # standard deviation of rounding to whole grey l
 def to_grayscale(image: Image.Image, max_side: int | None = WORKING_MAX_SIDE) -> FloatImage:
     """Return the picture's luminance as a float32 array with values 0..255.
 
-    Any Pillow mode is accepted. 16- and 32-bit images whose values exceed 255 are scaled
-    from their nominal range 0..65535, and floating-point ones whose values all lie within
-    0..1 from that range. Transparent areas are composited over a background
-    that suits the drawing: when the opaque part is sparse (under half the area, e.g. pen
-    strokes exported from a drawing app) the background contrasts with it, so black strokes
-    land on white and white strokes on black; when the opaque part is most of the picture
-    (a photo with transparent margins) the background takes its typical tone, the paper's.
+    Any Pillow mode is accepted; deep ones (16-bit, 32-bit, float) are first brought to
+    8 bits as every upload is (`images.deep_to_8bit`). Transparent areas are composited
+    over a background that suits the drawing: when the opaque part is sparse (under half
+    the area, e.g. pen strokes exported from a drawing app) the background contrasts with
+    it, so black strokes land on white and white strokes on black; when the opaque part
+    is most of the picture (a photo with transparent margins) the background takes its
+    typical tone, the paper's.
 
     A picture whose longest side is at least twice `max_side` is first reduced by a whole
     factor (box averaging, which also averages pixel noise away); `None` keeps full size.
     """
-    if image.mode in _HIGH_BIT_DEPTH_MODES:
-        wide = np.asarray(_reduce_large(image.convert("F"), max_side), dtype=np.float32)
-        return _scale_high_bit_depth(wide, unit_range=image.mode == "F")
+    if image.mode in DEEP_MODES:  # the same 8-bit reading as every other upload
+        image = deep_to_8bit(image)
     if not image.has_transparency_data:
         return np.asarray(_reduce_large(_luminance(image), max_side), dtype=np.float32)
     if image.mode == "La":  # premultiplied; Pillow converts it to nothing but LA
@@ -262,22 +261,32 @@ def center_by_mass(ink: FloatImage, field_size: int = FIELD_SIZE) -> FloatImage:
     return field
 
 
-def normalize_digit(image: Image.Image) -> NDArray[np.float32]:
+class NormalizedDigit(NamedTuple):
+    """The model input for a picture of a digit, and whether a digit was found in it."""
+
+    pixels: NDArray[np.float32]
+    """float32 (28, 28), 0..255: white digit on black, longest side 20, centred by mass."""
+    found: bool
+    """False when the picture holds no plausible digit (a blank page): `pixels` are then
+    what was left, all zeros for a blank page, and any answer about them is a guess."""
+
+
+def normalize_digit(image: Image.Image) -> NormalizedDigit:
     """Return the MNIST-style model input for a picture of one digit.
 
     The picture may have any size, Pillow mode and polarity; the caller has already applied
-    its EXIF orientation. The result is a float32 (28, 28) array with values 0..255: a
-    white digit on black, its longest side 20 pixels, its centre of mass at the centre.
-    A picture without ink gives all zeros, and the caller decides what that means.
+    its EXIF orientation. The result's pixels are a float32 (28, 28) array with values
+    0..255: a white digit on black, its longest side 20 pixels, its centre of mass at the
+    centre. A picture without ink gives all zeros and `found` False.
     """
     already_normalized = _as_mnist_form(image)
     if already_normalized is not None:
-        return already_normalized
+        return NormalizedDigit(already_normalized, found=True)
     ink = remove_background(to_white_on_black(to_grayscale(image)))
     cropped = crop_to_content(ink)
     if cropped.size == 0:
-        return np.zeros((FIELD_SIZE, FIELD_SIZE), dtype=np.float32)
-    return center_by_mass(fit_in_box(cropped))
+        return NormalizedDigit(np.zeros((FIELD_SIZE, FIELD_SIZE), dtype=np.float32), found=False)
+    return NormalizedDigit(center_by_mass(fit_in_box(cropped)), found=True)
 
 
 def _as_mnist_form(image: Image.Image) -> NDArray[np.float32] | None:
@@ -349,15 +358,6 @@ def _reduce_large(image: Image.Image, max_side: int | None) -> Image.Image:
         return image
     factor = max(image.size) // max_side
     return image.reduce(factor) if factor >= 2 else image
-
-
-def _scale_high_bit_depth(gray: FloatImage, unit_range: bool) -> FloatImage:
-    brightest = float(gray.max()) if gray.size else 0.0
-    if brightest > 255.0:
-        gray = gray * np.float32(255.0 / max(brightest, _SIXTEEN_BIT_MAX))
-    elif unit_range and 0.0 < brightest <= 1.0:
-        gray = gray * np.float32(255.0)
-    return np.clip(gray, 0.0, 255.0).astype(np.float32)
 
 
 def _composite_over_background(premultiplied: FloatImage, alpha: FloatImage) -> FloatImage:

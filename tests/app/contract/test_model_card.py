@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from app.metrics import report_from_confusion
-from app.model_card import (
+from app.contract.classification import report_from_confusion
+from app.contract.model_card import (
     MODEL_CARD_FILENAME,
     SCHEMA_VERSION,
     DataSource,

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from app.metrics import EvaluationReport
+from app.contract.classification import EvaluationReport
 
 SCHEMA_VERSION: Literal[1] = 1
 MODEL_CARD_FILENAME = "model_card.json"
@@ -67,10 +67,19 @@ class Preprocessing(BaseModel):
 
 
 class DataSource(BaseModel):
-    """Where the training data came from and how much of it each split held."""
+    """Which data the model was trained and tested on, and how much of it each split held.
+
+    Named and fingerprinted, never located: a path on the training machine means nothing
+    elsewhere and would leak that machine's layout into every copy of the model.
+    """
 
     name: str = Field(examples=["mnist"])
-    location: str | None = Field(default=None, description="Path or loader it was read from")
+    fingerprint: str | None = Field(
+        default=None,
+        description="sha256 of what was read: the .npz file's bytes, or, for an image "
+        "folder, the sorted list of each file's relative path and the sha256 of its bytes",
+        examples=["sha256:06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"],
+    )
     counts: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="split -> class name -> number of examples"
     )

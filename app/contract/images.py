@@ -1,5 +1,10 @@
 """Decode uploaded bytes into a Pillow image, refusing what is not a usable image.
 
+Part of the contract between training and serving: both halves decode through
+`decode_image`, so a file becomes the same pixels in either. Framework-free (Pillow and
+NumPy only); failures are `ImageError`s, which the service answers as 415/422 and
+training reports as data errors.
+
 Checks happen in the order that keeps a hostile upload cheap: the header is read first
 (format and declared size) and only then are pixels decoded, so a small file that
 claims to be 100,000 x 100,000 pixels is refused before any large allocation. Large
@@ -17,8 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-from app.errors import InvalidImage, UnsupportedMediaType
 
 # MPO is the multi-picture JPEG many phone cameras write.
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP"})
@@ -40,6 +43,23 @@ _KNOWN_NON_IMAGES = {
     b"{": "JSON or text",
     b"<": "HTML/XML or text",
 }
+
+
+class ImageError(ValueError):
+    """A file that cannot become pixels; `filename` names it and the message says why."""
+
+    def __init__(self, message: str, *, filename: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.filename = filename
+
+
+class NotAnImage(ImageError):
+    """Bytes in no supported image format (text, PDF, zip, ...): the service's 415."""
+
+
+class UnreadableImage(ImageError):
+    """An image that is empty, corrupt, truncated or too large: the service's 422."""
 
 
 @dataclass(frozen=True)
@@ -67,33 +87,37 @@ def decode_image(
 
     `draft_size` is the smallest (width, height) the caller needs; JPEGs may then be
     decoded at 1/2, 1/4 or 1/8 scale as long as they stay at least that large.
-    Raises `UnsupportedMediaType` (415) for bytes that are no supported image and
-    `InvalidImage` (422) for an image that is corrupt, truncated or too large.
+    Deep images (16-bit, 32-bit, float) are brought to 8 bits by `deep_to_8bit`.
+    Raises `NotAnImage` for bytes that are no supported image and `UnreadableImage` for
+    an image that is empty, corrupt, truncated or too large.
     """
     name = upload.filename
     if not upload.data:
-        raise InvalidImage(f"{name}: the file is empty", filename=name)
+        raise UnreadableImage(f"{name}: the file is empty", filename=name)
     image = _open(upload)
     width, height = image.size
     if width * height > max_pixels:
-        raise InvalidImage(
+        raise UnreadableImage(
             f"{name}: {width}x{height} pixels is more than the limit of {max_pixels:,} pixels",
             filename=name,
         )
-    if draft_size is not None and image.format in {"JPEG", "MPO"}:
+    file_format = image.format  # a transposed copy no longer knows it
+    if draft_size is not None and file_format in {"JPEG", "MPO"}:
         image.draft(draft_mode, draft_size)
     try:
         image.load()
         image = ImageOps.exif_transpose(image) or image
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise InvalidImage(
+        raise UnreadableImage(
             f"{name}: the {image.format} data is truncated or corrupt ({error})", filename=name
         ) from error
-    return to_standard_mode(image)
+    significant_bits = png_significant_bits(upload.data) if file_format == "PNG" else None
+    return to_standard_mode(image, significant_bits)
 
 
 TINY_IMAGE_MAX_BYTES = 16 * 1024
 TINY_IMAGE_MAX_PIXELS = 128 * 128
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_HEADER = struct.Struct(">8sI4sII")  # signature, IHDR length, b"IHDR", width, height
 _PNG_CHUNK = struct.Struct(">I4s")  # length, type
 _PLAIN_PNG_CHUNKS = frozenset(
@@ -114,7 +138,7 @@ def is_tiny_image(upload: Upload) -> bool:
     if len(data) > TINY_IMAGE_MAX_BYTES or len(data) < _PNG_HEADER.size:
         return False
     signature, _, chunk, width, height = _PNG_HEADER.unpack_from(data)
-    if signature != b"\x89PNG\r\n\x1a\n" or chunk != b"IHDR":
+    if signature != _PNG_SIGNATURE or chunk != b"IHDR":
         return False
     if width * height > TINY_IMAGE_MAX_PIXELS:
         return False
@@ -129,13 +153,19 @@ def is_tiny_image(upload: Upload) -> bool:
     return True
 
 
-def to_standard_mode(image: Image.Image) -> Image.Image:
-    """Bring any Pillow mode to L, LA, RGB or RGBA, scaling deep images to 8 bits."""
+def to_standard_mode(image: Image.Image, significant_bits: int | None = None) -> Image.Image:
+    """Bring any Pillow mode to L, LA, RGB or RGBA; deep images by `deep_to_8bit`.
+
+    `significant_bits` is what the file declares its deep samples use (a PNG's sBIT
+    chunk), if anything.
+    """
     mode = image.mode
     if mode in {"L", "LA", "RGB", "RGBA"}:
+        if significant_bits is not None and significant_bits > 8 and mode in {"RGB", "RGBA"}:
+            return _colour_top_bytes_to_8bit(image, significant_bits)
         return image
-    if mode in {"I", "F"} or mode.startswith("I;16"):
-        return _deep_to_8bit(image)
+    if mode in DEEP_MODES:
+        return deep_to_8bit(image, significant_bits)
     if mode == "P":
         has_alpha = "transparency" in image.info
         return image.convert("RGBA" if has_alpha else "RGB")
@@ -146,6 +176,83 @@ def to_standard_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX, ...
 
 
+DEEP_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+"""Pillow's modes for samples deeper than 8 bits (16- and 32-bit integers, 32-bit floats)."""
+
+STORAGE_BITS = (8, 10, 12, 14, 16, 24, 32)
+"""Bit depths deep data is stored with; a sample's range is the smallest that holds it."""
+
+
+def deep_to_8bit(image: Image.Image, significant_bits: int | None = None) -> Image.Image:
+    """Scale a deep grayscale image to 8 bits by the range its data really uses.
+
+    A 16-bit file often holds fewer significant bits: radiographs exported from DICOM
+    are 12-bit data (0..4095) in 16-bit samples, and dividing those by 65535 would make
+    a black picture. So integer samples are scaled by `significant_bits` when the file
+    declares it (a PNG's sBIT chunk), else by the smallest of `STORAGE_BITS` that holds
+    the brightest sample: 0..4095 is 12-bit, 0..65535 16-bit, 0..255 8-bit (kept as is).
+    The same picture saved at 8 bits, as 12 bits in 16, or at full 16 bits thus gives
+    the same 8-bit pixels (to rounding). Float samples within 0..1 are scaled by 255.
+    Anything else (negative integers, floats outside 0..1, such as Hounsfield units) has
+    no nominal range, so the image's own minimum and maximum become 0 and 255.
+    """
+    samples = np.asarray(image, dtype=np.float64)
+    if samples.size == 0:
+        return Image.new("L", image.size)
+    lowest, highest = float(samples.min()), float(samples.max())
+    is_float = image.mode == "F"
+    if is_float and lowest >= 0.0 and highest <= 1.0:
+        scaled = samples * 255.0
+    elif is_float or lowest < 0.0:
+        spread = highest - lowest
+        scaled = (samples - lowest) * (255.0 / spread) if spread > 0 else samples * 0.0
+    else:
+        bits = significant_bits or next(
+            (b for b in STORAGE_BITS if highest < 2**b), STORAGE_BITS[-1]
+        )
+        scaled = samples * (255.0 / (2**bits - 1))
+    return Image.fromarray(np.clip(scaled, 0, 255).round().astype(np.uint8), mode="L")
+
+
+def _colour_top_bytes_to_8bit(image: Image.Image, significant_bits: int) -> Image.Image:
+    """A 16-bit colour PNG whose sBIT declares fewer than 16 bits, read at 8 bits.
+
+    Pillow keeps only the top byte of 16-bit colour samples; when the data has fewer
+    significant bits (12, say), that byte holds only the top `significant_bits - 8`
+    of them, which are stretched to 0..255 here. Without an sBIT chunk the top byte is
+    taken as it is.
+    """
+    kept_bits = min(significant_bits, 16) - 8
+    scale = 255.0 / (2**kept_bits - 1)
+    bands = [
+        band if band_name == "A" else band.point(lambda value: min(255, round(value * scale)))
+        for band_name, band in zip(image.getbands(), image.split(), strict=True)
+    ]
+    return Image.merge(image.mode, bands)
+
+
+def png_significant_bits(data: bytes) -> int | None:
+    """The significant bits a 16-bit PNG declares in its sBIT chunk, else None.
+
+    Pillow does not read sBIT. Only chunk headers are walked (sBIT comes before the
+    image data); for several channels the largest is taken.
+    """
+    if len(data) < _PNG_HEADER.size or not data.startswith(_PNG_SIGNATURE):
+        return None
+    if data[24] != 16:  # IHDR bit depth: only 16-bit samples can hide fewer bits
+        return None
+    position = 8
+    while position + 8 <= len(data):
+        length, kind = _PNG_CHUNK.unpack_from(data, position)
+        if kind == b"sBIT":
+            declared = data[position + 8 : position + 8 + length]
+            return max(declared) if declared and 8 < max(declared) <= 16 else None
+        if kind in {b"IDAT", b"IEND"}:
+            return None
+        position += 12 + length
+    return None
+
+
 def _open(upload: Upload) -> Image.Image:
     name = upload.filename
     try:
@@ -154,19 +261,19 @@ def _open(upload: Upload) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(upload.data))
     except Image.DecompressionBombError as error:
-        raise InvalidImage(f"{name}: {error}", filename=name) from error
+        raise UnreadableImage(f"{name}: {error}", filename=name) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         claimed = _image_signature(upload.data)
         if claimed is not None:
-            raise InvalidImage(
+            raise UnreadableImage(
                 f"{name}: starts like a {claimed} image but is truncated or corrupt", filename=name
             ) from error
-        raise UnsupportedMediaType(
+        raise NotAnImage(
             f"{name}: not a {SUPPORTED_FORMATS_TEXT} image{_what_it_looks_like(upload)}",
             filename=name,
         ) from error
     if image.format not in SUPPORTED_FORMATS:
-        raise UnsupportedMediaType(
+        raise NotAnImage(
             f"{name}: {image.format} images are not supported; send {SUPPORTED_FORMATS_TEXT}",
             filename=name,
         )
@@ -191,13 +298,3 @@ def _what_it_looks_like(upload: Upload) -> str:
     ):
         return f" (it was sent as {upload.content_type})"
     return ""
-
-
-def _deep_to_8bit(image: Image.Image) -> Image.Image:
-    pixels = np.asarray(image, dtype=np.float64)
-    if image.mode.startswith("I;16"):
-        peak = 65535.0
-    else:
-        peak = 255.0 if pixels.max(initial=0) <= 255 else float(pixels.max())
-    scaled = np.clip(pixels * (255.0 / peak), 0, 255).round().astype(np.uint8)
-    return Image.fromarray(scaled, mode="L")

@@ -15,7 +15,7 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image
 
-from app.digits import (
+from app.contract.digits import (
     BOX_SIZE,
     FIELD_SIZE,
     WORKING_MAX_SIDE,
@@ -28,7 +28,7 @@ from app.digits import (
     to_grayscale,
     to_white_on_black,
 )
-from app.digits import _as_mnist_form as mnist_form_shortcut
+from app.contract.digits import _as_mnist_form as mnist_form_shortcut
 from tests.app import digit_variants
 from tests.conftest import require_data
 
@@ -130,7 +130,7 @@ def test_transparent_margin_around_a_photo_takes_the_papers_tone() -> None:
 def test_fully_transparent_picture_is_blank() -> None:
     image = Image.new("RGBA", (50, 50), (0, 0, 0, 0))
     assert not to_grayscale(image).any()
-    assert not normalize_digit(image).any()
+    assert not normalize_digit(image).pixels.any()
 
 
 def test_palette_image_with_a_transparent_index_is_composited() -> None:
@@ -167,14 +167,14 @@ def test_sixteen_bit_digit_is_normalized_like_its_eight_bit_version() -> None:
     sixteen = Image.fromarray(eight.astype(np.uint16) * 257)
     assert sixteen.mode == "I;16"
     np.testing.assert_allclose(
-        normalize_digit(sixteen), normalize_digit(Image.fromarray(eight)), atol=0.01
+        normalize_digit(sixteen).pixels, normalize_digit(Image.fromarray(eight)).pixels, atol=0.01
     )
 
 
 @pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I", "F", "La"])
 def test_every_common_mode_gives_a_valid_model_input(mode: str) -> None:
     image = Image.fromarray(255 - seven()).convert("RGB").convert(mode)
-    result = assert_model_input(normalize_digit(image))
+    result = assert_model_input(normalize_digit(image).pixels)
     assert ink_extent(result)[0] == BOX_SIZE
 
 
@@ -393,13 +393,13 @@ def test_centring_nothing_gives_zeros_and_too_much_is_an_error() -> None:
     ids=["black", "white", "beige-photo", "transparent", "16-bit", "bilevel"],
 )
 def test_blank_pictures_normalise_to_zeros(image: Image.Image) -> None:
-    assert not assert_model_input(normalize_digit(image)).any()
+    assert not assert_model_input(normalize_digit(image).pixels).any()
 
 
 def test_off_centre_dark_on_light_digit_is_boxed_and_centred() -> None:
     canvas = np.full((300, 400), 235, dtype=np.uint8)
     canvas[20:170, 230:380][seven(size=150, top=0, left=0, scale=6) > 0] = 25  # top right
-    result = assert_model_input(normalize_digit(Image.fromarray(canvas)))
+    result = assert_model_input(normalize_digit(Image.fromarray(canvas)).pixels)
     assert max(ink_extent(result)) == BOX_SIZE
     row, column = mass_centre(result)
     assert abs(row - 14.0) <= 0.5 and abs(column - 14.0) <= 0.5
@@ -409,7 +409,7 @@ def test_off_centre_dark_on_light_digit_is_boxed_and_centred() -> None:
 def test_thin_tall_one_keeps_its_aspect_ratio() -> None:
     canvas = np.full((200, 200), 255, dtype=np.uint8)
     canvas[20:180, 95:111] = 0  # 160 x 16: a "1" ten times taller than wide
-    result = assert_model_input(normalize_digit(Image.fromarray(canvas)))
+    result = assert_model_input(normalize_digit(Image.fromarray(canvas)).pixels)
     assert ink_extent(result) == (BOX_SIZE, 2)
 
 
@@ -418,14 +418,14 @@ def test_mnist_shaped_input_passes_through_unchanged() -> None:
     drawn[4, 6:20] = 100.0  # some anti-aliasing
     digit = center_by_mass(crop_to_content(drawn)).astype(np.uint8)  # boxed, centred
     assert ink_extent(digit) == (20, 14)
-    np.testing.assert_array_equal(normalize_digit(Image.fromarray(digit)), digit)
+    np.testing.assert_array_equal(normalize_digit(Image.fromarray(digit)).pixels, digit)
 
 
 def test_normalisation_is_idempotent() -> None:
     canvas = np.full((120, 90), 200, dtype=np.uint8)
     canvas[10:110, 10:80][seven(size=100, top=0, left=0, scale=5)[:, :70] > 0] = 30
-    once = normalize_digit(Image.fromarray(canvas))
-    twice = normalize_digit(Image.fromarray(np.round(once).astype(np.uint8)))
+    once = normalize_digit(Image.fromarray(canvas)).pixels
+    twice = normalize_digit(Image.fromarray(np.round(once).astype(np.uint8))).pixels
     assert np.abs(twice - np.round(once)).max() <= 1.0
 
 
@@ -434,7 +434,7 @@ def test_real_mnist_digits_come_out_almost_unchanged(
 ) -> None:
     """MNIST is what the pipeline rebuilds, so MNIST itself should pass through it."""
     images, _ = mnist_sample
-    results = np.stack([normalize_digit(Image.fromarray(image)) for image in images])
+    results = np.stack([normalize_digit(Image.fromarray(image)).pixels for image in images])
     differences = np.abs(results - images.astype(np.float32)).mean(axis=(1, 2))
     # Most are identical; the few MNIST digits whose box included a speck of dust are
     # enlarged, since the speck no longer counts.
@@ -464,7 +464,7 @@ def test_mnist_form_shortcut_returns_exactly_what_the_full_pipeline_does(
         if shortcut is not None:
             taken += 1
             np.testing.assert_array_equal(shortcut, full_pipeline(picture))
-            np.testing.assert_array_equal(normalize_digit(picture), shortcut)
+            np.testing.assert_array_equal(normalize_digit(picture).pixels, shortcut)
     assert taken >= 0.4 * len(images), f"only {taken} of {len(images)} real digits took it"
 
 
@@ -484,7 +484,7 @@ def test_mnist_form_shortcut_declines_transparency_and_a_grey_background() -> No
     block[14, 14] = 255
     assert mnist_form_shortcut(Image.fromarray(block)) is None
     np.testing.assert_array_equal(
-        normalize_digit(Image.fromarray(block)), full_pipeline(Image.fromarray(block))
+        normalize_digit(Image.fromarray(block)).pixels, full_pipeline(Image.fromarray(block))
     )
 
 
@@ -537,7 +537,7 @@ def test_real_world_variants_normalise_back_to_the_mnist_digit(
     similarities = []
     for index, image in enumerate(images[:8]):
         picture = make(image, index)
-        result = assert_model_input(normalize_digit(Image.open(io.BytesIO(picture.data))))
+        result = assert_model_input(normalize_digit(Image.open(io.BytesIO(picture.data))).pixels)
         similarities.append(correlation(result, image.astype(np.float32)))
     assert np.mean(similarities) > 0.85, similarities
 

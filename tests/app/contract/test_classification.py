@@ -1,4 +1,4 @@
-"""Hand-computed checks of the shared classification metrics in `app.metrics`."""
+"""Hand-computed checks of the shared classification metrics in `app.contract.classification`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpy.typing import ArrayLike
 
-from app.metrics import (
+from app.contract.classification import (
     EvaluationReport,
     binary_roc_auc,
     confusion_matrix,

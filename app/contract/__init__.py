@@ -1,0 +1,10 @@
+"""The contract between training and serving, framework-free (pydantic, NumPy, Pillow).
+
+- `model_card`: what an exported version is and how to serve it.
+- `classification`: the evaluation metrics both halves report.
+- `images`, `digits`, `preprocessing`: how an image file becomes a model's input; training
+  reads its files and the service reads uploads through the same functions.
+
+`training` imports nothing else of `app`, and nothing here imports the web framework,
+TensorFlow or the rest of `app` (`lint-imports`, part of `make lint`, checks both).
+"""
