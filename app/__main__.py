@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,13 +17,16 @@ import uvicorn
 from uvicorn.server import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from app.devices import DeviceUnavailable, require_device
 from app.main import create_app
 from app.settings import ENV_PREFIX, Settings
+
+PROG = "python -m app"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m app",
+        prog=PROG,
         description="Serve the models in a model directory over HTTP. Every option can "
         "also be set as a VISION_SERVING_* environment variable (see README).",
     )
@@ -42,6 +46,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        # Checked here, before uvicorn: in the lifespan the same message would come
+        # wrapped in uvicorn's traceback, once per worker.
+        require_device(settings.device)
+    except DeviceUnavailable as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(STARTUP_FAILURE) from None
     shown_host = "localhost" if settings.host in {"0.0.0.0", "::"} else settings.host
     print(
         f"Serving {settings.model_dir} at http://{shown_host}:{settings.port} "

@@ -48,6 +48,26 @@ def choose_device(preference: DevicePreference, gpu_names: Sequence[str]) -> Dev
     return CPU
 
 
+def require_device(
+    preference: DevicePreference, *, list_gpus: Callable[[], Sequence[Any]] | None = None
+) -> None:
+    """Raise `DeviceUnavailable` now if `preference` cannot be met on this machine.
+
+    For `python -m app`, which refuses with one line before any server or worker starts
+    (and would otherwise fail in the lifespan, under uvicorn's traceback). Only `gpu`
+    can fail, so `auto` and `cpu` return without importing TensorFlow.
+    """
+    if preference != "gpu":
+        return
+    if list_gpus is None:
+        import tensorflow as tf
+
+        gpus: Sequence[Any] = tf.config.list_physical_devices("GPU")
+    else:
+        gpus = list_gpus()
+    choose_device(preference, [str(getattr(g, "name", g)) for g in gpus])
+
+
 def configure_devices(
     preference: DevicePreference,
     *,

@@ -5,6 +5,15 @@ in one process never share counts. The middleware labels each request with its A
 family and status; the data plane fills in the model and version it resolved through a
 per-request context variable, so no route has to know about metrics.
 
+Every answer on a model URL (`/api/v1/models/{name}/...`, `/v1/models/{name}...`,
+`/v2/models/{name}/...`) is counted under the model it names, 4xx and 503 included,
+whichever layer answered (route, fast lane, early admission, body limit, API key).
+URLs are chosen by clients, so labels are bounded by what is on disk: a name the
+repository does not know is counted as `model="_unknown"` (never a model name: those
+are kebab-case), and `version` is the one the data plane resolved, else the URL's if
+the repository knows that version of that model, else "". Other requests of an API
+family (the model list, server metadata) have `model=""`.
+
 Families (all prefixed `vision_serving_`):
 - `requests_total{model, version, api, status}`            counter
 - `request_duration_seconds{api}`                          histogram, whole request
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +54,13 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+UNKNOWN_MODEL = "_unknown"
+"""The `model` label of requests naming a model the repository does not know."""
+
+# A model URL of any API family, with its pinned version if any.
+_MODEL_URL = re.compile(
+    r"/(?:api/v1|v1|v2)/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[1-9][0-9]{0,8})\b)?"
+)
 
 
 @dataclass
@@ -88,6 +105,7 @@ class ServingMetrics:
 
     def __post_init__(self) -> None:
         self._repository_collectors: list[Collector] = []
+        self._repository: ModelRepository | None = None
         self.requests = Counter(
             f"{PREFIX}_requests",
             "Requests served, by model, version, API family and HTTP status",
@@ -134,6 +152,20 @@ class ServingMetrics:
         collector = _RepositoryCollector(repository, worker)
         self._repository_collectors.append(collector)
         self.registry.register(collector)
+        self._repository = repository
+
+    def labels_from_url(self, path: str) -> tuple[str, str]:
+        """`(model, version)` labels of a request the data plane did not label itself."""
+        match = _MODEL_URL.match(path)
+        if match is None:
+            return "", ""
+        name, version = match["name"], match["version"]
+        repository = self._repository
+        if repository is None or not repository.knows(name):
+            return UNKNOWN_MODEL, ""
+        if version is None or not repository.knows_version(name, int(version)):
+            return name, ""
+        return name, version
 
     def observe_stage(self, model: str, stage: str, seconds: float) -> None:
         self.stage_duration.labels(model, stage).observe(seconds)
@@ -218,7 +250,8 @@ class _RepositoryCollector(Collector):
 
 
 class RequestMetricsMiddleware:
-    """Counts and times every HTTP request, labelled by what the data plane resolved."""
+    """Counts and times every HTTP request, labelled by the model version the data plane
+    resolved, or else by the model its URL names (see the module docstring)."""
 
     def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
         self.app = app
@@ -248,4 +281,7 @@ class RequestMetricsMiddleware:
         finally:
             _current_request.reset(token)
             self.metrics.request_duration.labels(api).observe(time.perf_counter() - started)
-            self.metrics.requests.labels(labels.model, labels.version, api, str(status)).inc()
+            model, version = labels.model, labels.version
+            if not model:  # refused before the data plane resolved a model
+                model, version = self.metrics.labels_from_url(scope["path"])
+            self.metrics.requests.labels(model, version, api, str(status)).inc()

@@ -3,7 +3,10 @@
 Layout (TensorFlow Serving's, plus a model card):
 `<model_dir>/<name>/<version>/{saved_model.pb, variables/, model_card.json}`.
 Folders whose names are not positive integers (such as the hidden folders an atomic
-export writes into) are ignored.
+export writes into) are ignored. As in TF Serving, the folders name what is served: a
+version folder copied to a new number serves as that number, and a model folder copied
+under a new name serves under that name, whatever its model card recorded (the status
+APIs show the recorded name and version beside the served ones).
 
 `sync()` makes memory match the disk, and runs at start-up, on every watch tick and on
 an admin rescan:
@@ -19,10 +22,14 @@ an admin rescan:
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import enum
+import json
 import logging
+import os
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -42,6 +49,10 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 30.0
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+MODEL_DIR_HINT = (
+    "point VISION_SERVING_MODEL_DIR (or --model-dir) at the folder that holds the model folders"
+)
 
 
 class ModelState(enum.StrEnum):
@@ -66,6 +77,8 @@ class ServedModel:
     device: DevicePlacement | None = None
     ready_seconds: float | None = None
     fingerprint: tuple[float, ...] = ()
+    card_name: str | None = None  # as recorded in model_card.json, once it was read
+    card_version: int | None = None
     in_flight: int = 0
     images_in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -129,6 +142,9 @@ class ModelRepository:
         self.loaded = asyncio.Event()  # set once the first sync has finished
         self._versions: dict[str, dict[int, ServedModel]] = {}
         self._problems: dict[str, str] = {}  # model folders with no usable version folder
+        self._on_disk: dict[str, dict[int, Path]] = {}  # the last scan's version folders
+        self._directory_problem: str | None = None  # why the model directory yields no model
+        self._logged_findings: frozenset[str] = frozenset()  # scan findings already logged
         self._sync_lock = asyncio.Lock()
         self._closed = False
 
@@ -148,6 +164,18 @@ class ModelRepository:
         """A model-level problem, such as a model folder with no version folders."""
         return self._problems.get(name)
 
+    def directory_problem(self) -> str | None:
+        """Why the model directory yields no model (missing, empty, one level too deep)."""
+        return self._directory_problem
+
+    def knows(self, name: str) -> bool:
+        """Whether `name` is a model on disk or in memory (cheap: asked per request)."""
+        return name in self._versions or name in self._problems
+
+    def knows_version(self, name: str, version: int) -> bool:
+        """Whether `version` of `name` is on disk or in memory, served or not."""
+        return version in self._versions.get(name, {}) or version in self._on_disk.get(name, {})
+
     def served(self, name: str) -> ServedModel | None:
         """The version unversioned requests go to: the newest ready one."""
         ready = [m for m in self._versions.get(name, {}).values() if m.state is ModelState.READY]
@@ -163,12 +191,7 @@ class ModelRepository:
             raise ModelNotReady(f"model {name!r} is not serving: {self._why_not(name)}")
         entry = next((e for e in entries if e.version == version), None)
         if entry is None or entry.state is ModelState.UNLOADING:
-            known = [e.version for e in entries if e.state is not ModelState.UNLOADING]
-            raise ModelNotFound(
-                f"model {name!r} has no version {version}; versions: {known or 'none'}",
-                model=name,
-                version=version,
-            )
+            raise ModelNotFound(self.why_not_served(name, version), model=name, version=version)
         if entry.state is ModelState.LOADING:
             raise ModelNotReady(f"model {name!r} version {version} is still loading; retry")
         if entry.state is ModelState.FAILED:
@@ -181,7 +204,7 @@ class ModelRepository:
             return ["models are still loading"]
         names = self.names()
         if not names:
-            return [f"no models found in {self.settings.model_dir}"]
+            return [self._directory_problem or _no_models_found(self.settings.model_dir)]
         return [f"{name}: {self._why_not(name)}" for name in names if self.served(name) is None]
 
     def _why_not(self, name: str) -> str:
@@ -193,9 +216,42 @@ class ModelRepository:
         errors = [f"version {e.version}: {e.error}" for e in entries if e.error]
         return "; ".join(errors) or "no version loaded"
 
+    def why_not_served(self, name: str, version: int) -> str:
+        """Why `version` of a known model takes no requests, and how to make it take them."""
+        on_disk = self._on_disk.get(name, {})
+        if version not in on_disk:
+            listed = ", ".join(map(str, sorted(on_disk))) or "none"
+            folder = self.settings.model_dir / name / str(version)
+            return (
+                f"model {name!r} has no version {version}: there is no folder {folder}; "
+                f"versions on disk: {listed}"
+            )
+        served = self.served(name)
+        pinned = self.settings.pinned_versions.get(name, [])
+        newer = served is None or version > served.version
+        if self.settings.version_policy == "all" or version in pinned or newer:
+            # Wanted, but the scan that found it has not loaded it yet.
+            return (
+                f"model {name!r} version {version} is on disk but not loaded yet; it loads at "
+                "the next rescan of the model directory (or POST /api/v1/admin/rescan): "
+                "retry shortly"
+            )
+        assert served is not None  # else `newer` above
+        # The settings value that would serve it, keeping the pins already there.
+        wanted = {**self.settings.pinned_versions, name: sorted({*pinned, version})}
+        return (
+            f"model {name!r} version {version} is on disk but not served: the version policy "
+            f"is 'latest', which serves only the newest version that loads ({served.version}); "
+            f"to serve it too, set VISION_SERVING_PINNED_VERSIONS='{json.dumps(wanted)}' or "
+            "VISION_SERVING_VERSION_POLICY=all"
+        )
+
     def _not_found(self, name: str) -> ModelNotFound:
         known = ", ".join(self.names()) or "none"
-        return ModelNotFound(f"no model named {name!r}; served models: {known}", model=name)
+        message = f"no model named {name!r}; served models: {known}"
+        if self._directory_problem is not None:
+            message += f" ({self._directory_problem})"
+        return ModelNotFound(message, model=name)
 
     # Syncing with the disk -----------------------------------------------------------
 
@@ -244,44 +300,93 @@ class ModelRepository:
             await self._load(name, version, path)
 
     def _scan(self) -> dict[str, dict[int, Path]]:
+        """The version folders on disk, by model; keeps and logs what is wrong with them.
+
+        A model directory set one or two levels too deep (a model's folder, or a version
+        folder) is recognised and explained rather than read as models named "1" or
+        "variables".
+        """
         root = self.settings.model_dir
-        self._problems = {}
-        if not root.is_dir():
-            logger.error("model directory %s does not exist; no models will be served", root)
-            return {}
         found: dict[str, dict[int, Path]] = {}
-        for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            name = model_dir.name
-            if name.startswith(".") or not is_valid_model_name(name):
-                continue
-            versions = {
-                int(p.name): p for p in model_dir.iterdir() if p.is_dir() and _is_version(p.name)
-            }
-            if versions:
-                found[name] = versions
-            else:
-                self._problems[name] = f"no version folders (expected {model_dir}/<integer>/)"
+        problems: dict[str, str] = {}
+        findings: list[tuple[int, str]] = []  # (log level, message) for the operator
+        directory_problem: str | None = None
+        directory_level = logging.WARNING
+        if not root.is_dir():
+            directory_level = logging.ERROR
+            directory_problem = (
+                f"model directory {root} does not exist; {MODEL_DIR_HINT} "
+                f"({root}/<name>/<version>/saved_model.pb)"
+            )
+        elif _is_version_folder(root) and _is_version(root.name):
+            directory_problem = (
+                f"{root} looks like a version folder (it holds {_version_files(root)[0]}); "
+                f"set the model directory to the folder two levels up, {_ancestor(root, 2)}"
+            )
+        elif _is_version_folder(root):
+            directory_problem = (
+                f"{root} holds {_version_files(root)[0]} itself, not model folders: move "
+                f"its files into {root}/<name>/1/ (a model folder, then a version folder), "
+                f"or {MODEL_DIR_HINT}"
+            )
+        else:
+            stray_versions: list[str] = []
+            for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+                name = folder.name
+                if name.startswith("."):  # an export in progress, or a tool's folder
+                    continue
+                if _is_version(name) and _is_version_folder(folder):
+                    stray_versions.append(name)
+                elif not is_valid_model_name(name):
+                    findings.append((logging.WARNING, _not_a_model_name(folder)))
+                elif versions := _version_folders(folder):
+                    found[name] = versions
+                else:
+                    problems[name] = _no_version_folders(folder)
+                    findings.append((logging.WARNING, f"model {name}: {problems[name]}"))
+            listed = ", ".join(sorted(stray_versions, key=int))
+            if stray_versions and not found and not problems:
+                directory_problem = (
+                    f"{root} looks like one model's folder (it holds version folders "
+                    f"{listed}); set the model directory to its parent, {_ancestor(root, 1)}"
+                )
+            elif stray_versions:
+                findings.append(
+                    (
+                        logging.WARNING,
+                        f"version folders {listed} lie directly in the model directory {root} "
+                        f"and are not served: move them into a model folder, {root}/<name>/",
+                    )
+                )
+            elif not found and not problems:
+                directory_problem = _no_models_found(root)
+        if directory_problem is not None:
+            findings.append((directory_level, directory_problem))
+        self._on_disk, self._problems = found, problems
+        self._directory_problem = directory_problem
+        self._log_new(findings)
         return found
+
+    def _log_new(self, findings: list[tuple[int, str]]) -> None:
+        """Log each finding when it appears, not again on every watch tick while it lasts."""
+        for level, message in findings:
+            if message not in self._logged_findings:
+                logger.log(level, "%s", message)
+        self._logged_findings = frozenset(message for _, message in findings)
 
     async def _load(self, name: str, version: int, path: Path) -> None:
         entry = ServedModel(name=name, version=version, path=path, fingerprint=_fingerprint(path))
         self._versions[name][version] = entry
         started = time.perf_counter()
         try:
-            card = ModelCard.read(path)
-            if card.name != name or card.version != version:
-                raise ValueError(
-                    f"model card says {card.name} version {card.version}, but the folder is "
-                    f"{name}/{version}"
-                )
+            recorded = ModelCard.read(path)
+            entry.card_name, entry.card_version = recorded.name, recorded.version
+            card = _card_as_served(recorded, name, version, path)
             runtime = ModelRuntime(card, path, self.device)
             await asyncio.to_thread(runtime.load)
             await asyncio.to_thread(runtime.warm_up, (1, self.settings.max_batch_size))
-        except FileNotFoundError as error:
-            self._fail(entry, f"missing file: {error.filename or error}")
-            return
         except Exception as error:
-            self._fail(entry, f"{type(error).__name__}: {error}")
+            self._fail(entry, _load_failure(error, path))
             return
         batcher = MicroBatcher(
             runtime.predict_batch,
@@ -337,6 +442,136 @@ class ModelRepository:
 
 def _is_version(folder_name: str) -> bool:
     return folder_name.isdigit() and int(folder_name) > 0
+
+
+# Layout and load messages: each says what is wrong and what to do ------------------
+
+
+def _version_files(folder: Path) -> list[str]:
+    """The files of a version (a SavedModel, a model card) that `folder` holds itself."""
+    names = (*SAVED_MODEL_FILES, MODEL_CARD_FILENAME)
+    return [name for name in names if (folder / name).is_file()]
+
+
+def _is_version_folder(folder: Path) -> bool:
+    return bool(_version_files(folder))
+
+
+def _version_folders(model_folder: Path) -> dict[int, Path]:
+    return {int(p.name): p for p in model_folder.iterdir() if p.is_dir() and _is_version(p.name)}
+
+
+def _ancestor(path: Path, levels: int) -> Path:
+    """`path`'s ancestor, as the operator spelled it when it can be (`models`, not `/srv/..`)."""
+    if len(path.parts) > levels and ".." not in path.parts:
+        return path.parents[levels - 1]
+    return path.resolve().parents[levels - 1]
+
+
+def _no_models_found(root: Path) -> str:
+    return (
+        f"no models found in {root}: expected {root}/<name>/<version>/saved_model.pb and "
+        f"model_card.json; {MODEL_DIR_HINT}"
+    )
+
+
+def _no_version_folders(model_folder: Path) -> str:
+    if _is_version_folder(model_folder):
+        return (
+            f"{model_folder} holds {_version_files(model_folder)[0]} itself, not in a version "
+            f"folder; move its files into {model_folder}/1/"
+        )
+    return (
+        f"no version folders (expected {model_folder}/<integer>/ holding saved_model.pb and "
+        f"{MODEL_CARD_FILENAME})"
+    )
+
+
+def _not_a_model_name(folder: Path) -> str:
+    return (
+        f"{folder} is not served: {folder.name!r} is not a model name (lower-case letters and "
+        "digits in words joined by single hyphens, as in URLs); rename the folder"
+    )
+
+
+def _card_as_served(card: ModelCard, name: str, version: int, path: Path) -> ModelCard:
+    """The card as served: the folders name the model and its version, as in TF Serving.
+
+    Copying a version folder to the next number is how TF Serving users roll out, and it
+    leaves the card's recorded name and version behind. The served copy carries the
+    folders' (so the runtime, responses and metrics, which read the card, cannot report
+    stale ones); the recorded values stay on the `ServedModel` for the status APIs.
+    """
+    if (card.name, card.version) == (name, version):
+        return card
+    # Another version number is a roll-out; another name is more likely a mistake.
+    level = logging.INFO if card.name == name else logging.WARNING
+    logger.log(
+        level,
+        "%s: its model card records %s version %s; serving it as %s version %s, as its "
+        "folders say (the folder names are the model and version, as in TF Serving)",
+        path,
+        card.name,
+        card.version,
+        name,
+        version,
+    )
+    return card.model_copy(update={"name": name, "version": version})
+
+
+_INCOMPLETE = "the SavedModel is incomplete; re-export it, or copy the whole version folder again"
+
+
+def _missing_file(version_folder: Path) -> tuple[Path, str] | None:
+    """The first file a servable version folder lacks, with what to do about it."""
+    card = version_folder / MODEL_CARD_FILENAME
+    if not card.is_file():
+        return card, (
+            "every version folder needs the model card that training exports beside the "
+            "SavedModel; re-export the model, or copy the whole version folder again"
+        )
+    if not any((version_folder / name).is_file() for name in SAVED_MODEL_FILES):
+        return version_folder / SAVED_MODEL_FILES[0], _INCOMPLETE
+    variables = version_folder / "variables"
+    if not (variables / "variables.index").is_file():
+        return variables / "variables.index", _INCOMPLETE
+    if not any(variables.glob("variables.data-*")):
+        return variables / "variables.data-*", _INCOMPLETE
+    return None
+
+
+def _load_failure(error: Exception, version_folder: Path) -> str:
+    """Why the version in `version_folder` did not load, worded for the operator.
+
+    Only asked after a load failed, so a folder laid out in some way not checked here
+    still loads if TensorFlow can load it.
+    """
+    missing = _missing_file(version_folder)
+    if missing is not None:
+        path, what_to_do = missing
+        return f"missing file: {path}; {what_to_do}"
+    if isinstance(error, FileNotFoundError) and error.filename:
+        return f"missing file: {os.fsdecode(error.filename)}; {_INCOMPLETE}"
+    message = _without_byte_strings(f"{type(error).__name__}: {error}")
+    if isinstance(error, OSError) and "Cannot parse file" in str(error):  # TensorFlow's words
+        message += "; the SavedModel is corrupt: re-export it, or copy the version folder again"
+    return message
+
+
+_BYTE_STRING = re.compile(r"""(?<!\w)b(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+
+
+def _without_byte_strings(text: str) -> str:
+    """`text` with Python byte-string literals (TensorFlow names paths so) decoded."""
+
+    def decoded(match: re.Match[str]) -> str:
+        try:
+            value = ast.literal_eval(match.group(0))
+        except (ValueError, SyntaxError):
+            return match.group(0)
+        return os.fsdecode(value) if isinstance(value, bytes) else match.group(0)
+
+    return _BYTE_STRING.sub(decoded, text)
 
 
 def _fingerprint(path: Path) -> tuple[float, ...]:

@@ -208,7 +208,10 @@ async def model_version_status(
         entries = [e for e in repository.versions(name) if e.version == version]
     if not entries:
         raise ModelNotFound(
-            f"Could not find version {version} of model {name}", model=name, version=version
+            f"Could not find version {version} of model {name}: "
+            f"{repository.why_not_served(name, version)}",
+            model=name,
+            version=version,
         )
     return StatusResponse(model_version_status=[_version_status(e) for e in entries])
 

@@ -21,7 +21,10 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 @router.get("/models", response_model=ModelList, summary="List the served models")
 async def list_models(repository: RepositoryDep) -> ModelList:
     """Every model found in the model directory, with its status, device, classes and input."""
-    return ModelList(models=[model_status(repository, name) for name in repository.names()])
+    return ModelList(
+        models=[model_status(repository, name) for name in repository.names()],
+        error=repository.directory_problem(),
+    )
 
 
 @router.get(
@@ -84,4 +87,6 @@ def version_status(entry: ServedModel) -> VersionStatus:
         error=entry.error,
         device=entry.device.kind if entry.device else None,
         ready_seconds=entry.ready_seconds,
+        card_name=entry.card_name,
+        card_version=entry.card_version,
     )

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from app.devices import CPU, DeviceUnavailable, choose_device, configure_devices
+from app.devices import (
+    CPU,
+    DeviceUnavailable,
+    choose_device,
+    configure_devices,
+    require_device,
+)
 
 
 class FakeGpu:
@@ -29,6 +35,20 @@ def test_gpu_without_a_gpu_fails_with_a_clear_message() -> None:
     with pytest.raises(DeviceUnavailable, match="sees no GPU") as raised:
         choose_device("gpu", [])
     assert "VISION_SERVING_DEVICE" in str(raised.value)
+
+
+def test_require_device_refuses_gpu_without_one() -> None:
+    with pytest.raises(DeviceUnavailable, match="sees no GPU"):
+        require_device("gpu", list_gpus=lambda: [])
+
+
+def test_require_device_lists_devices_only_when_gpu_is_required() -> None:
+    def unexpected() -> list[FakeGpu]:
+        raise AssertionError("auto and cpu cannot fail, so they need not list devices")
+
+    require_device("gpu", list_gpus=lambda: [FakeGpu(0)])
+    require_device("auto", list_gpus=unexpected)
+    require_device("cpu", list_gpus=unexpected)
 
 
 def test_memory_growth_is_enabled_on_every_gpu_before_placement() -> None:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.monitoring import api_family
+from app.monitoring import UNKNOWN_MODEL, api_family
 from tests.app.conftest import ServeFn
 from tests.app.images import png
 
@@ -39,22 +39,27 @@ async def test_families_move_when_requests_are_served(serve: ServeFn) -> None:
             await client.post(PREDICT, files={"files": ("d.png", png())})
         await client.post(PREDICT, files={"files": ("d.png", b"not an image", "text/plain")})
         await client.get("/api/v1/models/nope")
+        mixed = [("files", ("a.png", png())), ("files", ("b.png", png()[:40]))]
+        assert (await client.post(PREDICT, files=mixed)).status_code == 200
         after = await scrape(client)
 
     ok = {"model": "tiny-digits", "version": "1", "api": "native"}
     assert value(before, "vision_serving_requests_total", **ok, status="200") == 0
-    assert value(after, "vision_serving_requests_total", **ok, status="200") == 3
+    assert value(after, "vision_serving_requests_total", **ok, status="200") == 4
     assert value(after, "vision_serving_requests_total", **ok, status="415") == 1
-    unknown = {"model": "", "version": "", "api": "native", "status": "404"}
+    unreadable = "vision_serving_unreadable_files_total"
+    assert value(after, unreadable, model="tiny-digits", code="unsupported_media_type") == 1
+    assert value(after, unreadable, model="tiny-digits", code="invalid_image") == 1
+    unknown = {"model": UNKNOWN_MODEL, "version": "", "api": "native", "status": "404"}
     assert value(after, "vision_serving_requests_total", **unknown) == 1
-    assert value(after, "vision_serving_request_duration_seconds_count", api="native") == 5
+    assert value(after, "vision_serving_request_duration_seconds_count", api="native") == 6
     for stage in ("preprocess", "queue", "inference"):
         count = value(
             after, "vision_serving_stage_duration_seconds_count", model="tiny-digits", stage=stage
         )
         assert count >= 3, stage
-    assert value(after, "vision_serving_batch_size_count", model="tiny-digits") == 3
-    assert value(after, "vision_serving_batch_size_sum", model="tiny-digits") == 3
+    assert value(after, "vision_serving_batch_size_count", model="tiny-digits") == 4
+    assert value(after, "vision_serving_batch_size_sum", model="tiny-digits") == 4
     assert value(after, "vision_serving_model_versions_loaded", model="tiny-digits") == 1
     info = {"model": "tiny-xray", "version": "1", "state": "ready", "device": "cpu"}
     assert value(after, "vision_serving_model_version_info", **info) == 1
@@ -72,8 +77,55 @@ async def test_body_size_refusals_are_counted(serve: ServeFn) -> None:
     async with serve(max_body_bytes=1000) as client:
         await client.post(PREDICT, files={"files": ("big.png", b"\0" * 5000)})
         samples = await scrape(client)
-    refused = {"model": "", "version": "", "api": "native", "status": "413"}
+    refused = {"model": "tiny-digits", "version": "", "api": "native", "status": "413"}
     assert value(samples, "vision_serving_requests_total", **refused) == 1
+
+
+async def test_every_answer_on_a_model_url_is_counted_under_the_model_it_names(
+    serve: ServeFn,
+) -> None:
+    upload = {"files": ("d.png", png())}
+    async with serve(max_body_bytes=100_000, max_queued_images=1) as client:
+        app = client._transport.app  # type: ignore[attr-defined]
+        lane_before = app.state.fast_lane.served
+        await client.get("/api/v1/models/tiny-digits")  # 200, no version resolved
+        await client.post("/api/v1/models/tiny-digits/versions/9/predict", files=upload)  # 404
+        await client.post("/api/v1/models/tiny-digits/versions/1/predict?top_k=0", files=upload)
+        await client.post(PREDICT, files={"files": ("big.png", b"\0" * 200_000)})  # 413
+        await client.post("/v1/models/tiny-digits/versions/1:predict", content=b"{not json")
+        await client.post("/v2/models/tiny-digits/infer", json={})  # no inputs
+        await client.post("/api/v1/models/nope-1/predict", files=upload)
+        await client.post("/v1/models/nope-2:predict", json={"instances": [[0]]})
+        await client.get("/v2/models/nope-3/ready")
+        served = app.state.dataplane.repository.served("tiny-digits")
+        served.images_in_flight = 1  # full: early admission refuses before reading the body
+        await client.post(PREDICT, files=upload)
+        served.images_in_flight = 0
+        lane_served = app.state.fast_lane.served - lane_before
+        samples = await scrape(client)
+    async with serve(api_key="secret") as client:
+        await client.post(PREDICT, files=upload)  # no key
+        keyed = await scrape(client)
+
+    def count(model: str, version: str, api: str, status: str) -> float:
+        labels = {"model": model, "version": version, "api": api, "status": status}
+        return value(samples, "vision_serving_requests_total", **labels)
+
+    assert lane_served == 2, "the fast lane answered the two plain uploads' 404s"
+    assert count("tiny-digits", "", "native", "200") == 1
+    assert count("tiny-digits", "", "native", "404") == 1  # a version it does not know
+    assert count("tiny-digits", "1", "native", "422") == 1
+    assert count("tiny-digits", "", "native", "413") == 1
+    assert count("tiny-digits", "1", "tfserving", "400") == 1
+    assert count("tiny-digits", "", "v2", "400") == 1
+    assert count("tiny-digits", "1", "native", "503") == 1
+    assert count(UNKNOWN_MODEL, "", "native", "404") == 1
+    assert count(UNKNOWN_MODEL, "", "tfserving", "404") == 1
+    assert count(UNKNOWN_MODEL, "", "v2", "404") == 1
+    named = {dict(labels)["model"] for name, labels in samples if name.endswith("requests_total")}
+    assert named == {"tiny-digits", UNKNOWN_MODEL}, "no series per made-up name, none unnamed"
+    unauthorized = {"model": "tiny-digits", "version": "", "api": "native", "status": "401"}
+    assert value(keyed, "vision_serving_requests_total", **unauthorized) == 1
 
 
 @pytest.mark.parametrize(

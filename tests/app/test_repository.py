@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app.devices import CPU
 from app.repository import ModelRepository
+from app.settings import Settings
 from tests.app.conftest import ServeFn
 from tests.app.images import png
 from tests.app.tiny_models import TINY_DIGITS, export_tiny_digits
@@ -161,3 +164,174 @@ async def test_a_removed_model_disappears(serve: ServeFn, model_dir_copy: Path) 
         names = [m["name"] for m in (await client.get("/api/v1/models")).json()["models"]]
     assert response.status_code == 404
     assert names == ["tiny-xray"]
+
+
+# Operator messages -----------------------------------------------------------------
+
+
+def repository_for(model_dir: Path) -> ModelRepository:
+    """A repository without the app around it, for what a scan of `model_dir` finds."""
+    return ModelRepository(Settings(model_dir=model_dir, poll_interval_seconds=0), CPU)
+
+
+def logged(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+async def test_an_empty_model_directory_is_explained_once_per_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    empty = tmp_path / "models"
+    empty.mkdir()
+    repository = repository_for(empty)
+    with caplog.at_level(logging.WARNING, logger="app.repository"):
+        for _ in range(3):  # start-up, then two watch ticks
+            await repository.sync()
+        once = logged(caplog, "no models found")
+        (empty / "not-a-model-yet").mkdir()  # the state changes, and changes back
+        await repository.sync()
+        (empty / "not-a-model-yet").rmdir()
+        await repository.sync()
+        twice = logged(caplog, "no models found")
+    assert len(once) == 1
+    assert f"{empty}/<name>/<version>/saved_model.pb and model_card.json" in once[0]
+    assert "VISION_SERVING_MODEL_DIR" in once[0] and "--model-dir" in once[0]
+    assert repository.not_ready_reasons() == once  # /readyz says the same
+    assert len(twice) == 2
+
+
+@pytest.mark.parametrize(
+    ("too_deep", "says"),
+    [
+        (TINY_DIGITS, "looks like one model's folder (it holds version folders 1); "),
+        (f"{TINY_DIGITS}/1", "looks like a version folder (it holds saved_model.pb); "),
+    ],
+)
+async def test_a_model_directory_too_deep_names_the_folder_to_use(
+    tiny_model_dir: Path, too_deep: str, says: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    repository = repository_for(tiny_model_dir / too_deep)
+    with caplog.at_level(logging.WARNING, logger="app.repository"):
+        await repository.sync()
+    assert repository.names() == []  # no bogus model named "1" (or "variables")
+    [reason] = repository.not_ready_reasons()
+    assert reason.startswith(f"{tiny_model_dir / too_deep} {says}")
+    assert reason.endswith(f", {tiny_model_dir}")
+    assert logged(caplog, says) == [reason]
+
+
+async def test_a_model_directory_holding_a_saved_model_itself_says_where_it_goes(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    export = tmp_path / "export"  # an unversioned export, not named like a version
+    shutil.copytree(tiny_model_dir / TINY_DIGITS / "1", export)
+    repository = repository_for(export)
+    await repository.sync()
+    assert repository.names() == []
+    [reason] = repository.not_ready_reasons()
+    assert reason.startswith(f"{export} holds saved_model.pb itself, not model folders: ")
+    assert f"move its files into {export}/<name>/1/" in reason
+
+
+async def test_version_folders_beside_model_folders_are_not_served_as_models(
+    model_dir_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shutil.copytree(model_dir_copy / TINY_DIGITS / "1", model_dir_copy / "1")
+    repository = repository_for(model_dir_copy)
+    with caplog.at_level(logging.WARNING, logger="app.repository"):
+        await repository.sync()
+    names = repository.names()
+    await repository.close()
+    assert names == [TINY_DIGITS, "tiny-xray"]
+    [warning] = logged(caplog, "version folders 1 lie directly in the model directory")
+    assert warning.endswith(f"move them into a model folder, {model_dir_copy}/<name>/")
+
+
+async def test_a_version_folder_copied_to_a_new_number_serves_as_that_number(
+    serve: ServeFn, model_dir_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # TF Serving's roll-out: copy a version folder to the next number; its card says 1.
+    shutil.copytree(model_dir_copy / TINY_DIGITS / "1", model_dir_copy / TINY_DIGITS / "3")
+    with caplog.at_level(logging.INFO, logger="app.repository"):
+        async with serve(model_dir=model_dir_copy) as client:
+            predicted = await client.post(PREDICT, files={"files": ("d.png", png())})
+            status = await status_of(client)
+            tfserving = (await client.get(f"/v1/models/{TINY_DIGITS}/metadata")).json()
+            v2 = (await client.get(f"/v2/models/{TINY_DIGITS}")).json()
+            metrics = (await client.get("/metrics")).text
+    assert predicted.status_code == 200 and predicted.json()["version"] == 3
+    assert status["version"] == 3 and status["card"]["version"] == 3
+    versions = [(v["version"], v["status"], v["card_version"]) for v in status["versions"]]
+    assert versions == [(3, "ready", 1)]
+    assert tfserving["model_spec"]["version"] == "3"
+    assert v2["versions"] == ["3"]
+    assert 'api="native",model="tiny-digits",status="200",version="3"' in metrics
+    assert logged(caplog, "its model card records tiny-digits version 1")
+
+
+async def test_a_copied_model_folder_serves_under_its_own_name(
+    serve: ServeFn, model_dir_copy: Path
+) -> None:
+    shutil.copytree(model_dir_copy / TINY_DIGITS, model_dir_copy / "copied-digits")
+    async with serve(model_dir=model_dir_copy) as client:
+        predicted = await client.post(
+            "/api/v1/models/copied-digits/predict", files={"files": ("d.png", png())}
+        )
+        status = (await client.get("/api/v1/models/copied-digits")).json()
+    assert predicted.status_code == 200 and predicted.json()["model"] == "copied-digits"
+    assert status["card"]["name"] == "copied-digits"
+    assert [(v["version"], v["card_name"]) for v in status["versions"]] == [(1, TINY_DIGITS)]
+
+
+async def test_a_version_on_disk_but_not_served_names_the_policy_and_the_fix(
+    serve: ServeFn, model_dir_copy: Path
+) -> None:
+    add_version(model_dir_copy, 2)
+    pixels = {"name": "pixels", "shape": [1, 28, 28, 1], "datatype": "FP32", "data": [0] * 784}
+    async with serve(model_dir=model_dir_copy) as client:
+        answers = {
+            "native": await client.post(
+                f"/api/v1/models/{TINY_DIGITS}/versions/1/predict",
+                files={"files": ("d.png", png())},
+            ),
+            "tfserving": await client.post(
+                f"/v1/models/{TINY_DIGITS}/versions/1:predict", json={"instances": [[0]]}
+            ),
+            "v2": await client.post(
+                f"/v2/models/{TINY_DIGITS}/versions/1/infer", json={"inputs": [pixels]}
+            ),
+        }
+        absent = await client.post(
+            f"/api/v1/models/{TINY_DIGITS}/versions/7/predict", files={"files": ("d.png", png())}
+        )
+    for api, answer in answers.items():
+        assert answer.status_code == 404, api
+        message = answer.json()["error"]
+        assert f"model '{TINY_DIGITS}' version 1 is on disk but not served: " in message, api
+        assert "the version policy is 'latest', which serves only the newest" in message, api
+        assert "(2)" in message, api
+        assert """VISION_SERVING_PINNED_VERSIONS='{"tiny-digits": [1]}'""" in message, api
+        assert "VISION_SERVING_VERSION_POLICY=all" in message, api
+    assert answers["native"].json()["code"] == "model_not_found"
+    assert absent.status_code == 404
+    assert f"{model_dir_copy / TINY_DIGITS / '7'}" in absent.json()["error"]
+    assert "versions on disk: 1, 2" in absent.json()["error"]
+
+
+async def test_load_errors_name_files_as_text_and_say_what_to_do(
+    serve: ServeFn, model_dir_copy: Path
+) -> None:
+    add_version(model_dir_copy, 2)
+    corrupt = model_dir_copy / TINY_DIGITS / "2" / "saved_model.pb"
+    corrupt.write_bytes(b"not a SavedModel")
+    missing = model_dir_copy / "tiny-xray" / "1" / "variables" / "variables.index"
+    missing.unlink()
+    async with serve(model_dir=model_dir_copy, version_policy="all") as client:
+        listed = (await client.get("/api/v1/models")).json()["models"]
+    errors = {(m["name"], v["version"]): v["error"] for m in listed for v in m["versions"]}
+    corrupt_error = errors[(TINY_DIGITS, 2)]
+    assert "b'" not in corrupt_error and str(corrupt) in corrupt_error
+    assert "re-export it" in corrupt_error
+    missing_error = errors[("tiny-xray", 1)]
+    assert missing_error.startswith(f"missing file: {missing}; the SavedModel is incomplete")
+    assert "re-export it" in missing_error

@@ -23,6 +23,8 @@ async def test_list_models_shows_status_device_classes_and_input(serve: ServeFn)
     assert digits["version"] == 1
     assert [(v["version"], v["status"]) for v in digits["versions"]] == [(1, "ready")]
     assert digits["versions"][0]["ready_seconds"] > 0
+    recorded = digits["versions"][0]
+    assert (recorded["card_name"], recorded["card_version"]) == ("tiny-digits", 1)
     assert digits["device"] == "cpu"
     assert digits["class_names"] == [str(d) for d in range(10)]
     assert digits["input"]["height"] == 28 and digits["input"]["channels"] == 1
@@ -65,3 +67,13 @@ async def test_a_failed_model_is_listed_with_its_error(
     assert "model_card" in models["tiny-xray"]["error"] or "JSON" in models["tiny-xray"]["error"]
     assert models["tiny-digits"]["status"] == "ready"
     assert evaluation.status_code == 503
+
+
+async def test_an_empty_model_list_says_why(serve: ServeFn, tiny_model_dir: Path) -> None:
+    one_model = tiny_model_dir / "tiny-digits"  # one level too deep
+    async with serve(model_dir=one_model) as client:
+        listed = (await client.get("/api/v1/models")).json()
+        ready = await client.get("/readyz")
+    assert listed["models"] == []
+    assert listed["error"].startswith(f"{one_model} looks like one model's folder")
+    assert ready.status_code == 503 and ready.json()["reasons"] == [listed["error"]]
