@@ -6,18 +6,26 @@
     tune                              HParams grid search for the MNIST MLP
     evaluate VERSION_DIR --data PATH  evaluate an exported SavedModel on a data split
 
-Parsers are built by `build_parser()` on demand, never at import time.
+Parsers are built by `build_parser()` on demand, never at import time. User mistakes
+(arguments, paths, data layouts, a missing `training` extra) end in `error: ...` on stderr
+and exit status 2 (`main`); bugs keep their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.recipes import MODEL_NAMES, XRAY_ARCHITECTURES, TrainRequest
+
+if TYPE_CHECKING:
+    from app.contract.model_card import ModelCard
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist-mlp": {
@@ -44,6 +52,76 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 def _per_model(name: str) -> str:
     """`mnist-mlp X, pneumonia-cnn Y`: a flag's per-model defaults for its help text."""
     return ", ".join(f"{model} {values[name]}" for model, values in DEFAULTS.items())
+
+
+# The smallest input each X-ray network can take: below it a convolution or pooling layer
+# would get an empty image (pneumonia-cnn: three stride-2 convolutions and two poolings).
+MIN_IMAGE_SIZE = {"pneumonia-cnn": 53, "lenet5": 32, "alexnet": 67, "vgg16": 32}
+
+# What each command imports from the `training` extra (pyproject.toml), checked up front.
+TRAINING_EXTRA_MODULES = {
+    "train": ("matplotlib",),  # training.png / confusion.png at export
+    "resume": ("matplotlib",),
+    "retrain": ("matplotlib",),
+    "tune": ("tensorboard",),  # the HParams logs
+}
+
+
+class UsageError(Exception):
+    """A mistake in the command line or in the files it names; `main` prints it, exit 2."""
+
+
+def _integer(what: str, minimum: int) -> Callable[[str], int]:
+    """An argparse `type`: an integer >= `minimum`, else an error saying `must be <what>`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
+
+
+def _number(what: str, accept: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse `type`: a finite float that `accept`s, else `must be <what>`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not (math.isfinite(value) and accept(value)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _integer("a positive integer", 1)
+_count = _integer("an integer >= 0", 0)
+_positive = _number("a number above 0", lambda value: value > 0)
+_non_negative = _number("a number >= 0", lambda value: value >= 0)
+_rate = _number("at least 0 and below 1", lambda value: 0 <= value < 1)
+_share = _number("above 0 and below 1", lambda value: 0 < value < 1)
+
+
+def _verbosity(text: str) -> int | None:
+    """`--verbose`: 0, 1 or 2, or `auto` (None), resolved when fitting starts."""
+    if text == "auto":
+        return None
+    if text in ("0", "1", "2"):
+        return int(text)
+    raise argparse.ArgumentTypeError(f"must be auto, 0, 1 or 2, got {text!r}")
+
+
+VERBOSE_HELP = (
+    "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch; auto: a bar on "
+    "a terminal, one line per epoch when output goes to a file or pipe (default: auto)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,19 +151,20 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         type=str,
         default=None,
         help="mnist-mlp: an .npz with x_train,y_train,x_test,y_test (and optionally "
-        "x_val,y_val); omitted: keras.datasets.mnist.load_data(). pneumonia-cnn (required): "
+        "x_val,y_val); omitted: keras.datasets.mnist.load_data(), which needs internet. "
+        "pneumonia-cnn (required): "
         "a folder with train/, val/, test/, each holding NORMAL/ and PNEUMONIA/ images",
     )
     _add_output_flags(train)
     train.add_argument(
         "--epochs",
-        type=int,
+        type=_positive_int,
         default=None,
         help=f"maximum epochs (default: {_per_model('epochs')})",
     )
     train.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive_int,
         default=None,
         help=f"examples per training step (default: {_per_model('batch_size')})",
     )
@@ -93,7 +172,10 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "--optimizer", default="adam", help="Keras optimizer name, e.g. adam, sgd (default: adam)"
     )
     train.add_argument(
-        "--learning-rate", type=float, default=1e-3, help="optimizer step size (default: 0.001)"
+        "--learning-rate",
+        type=_positive,
+        default=1e-3,
+        help="optimizer step size (default: 0.001)",
     )
     train.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     train.add_argument(
@@ -104,21 +186,21 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--patience",
-        type=int,
+        type=_count,
         default=None,
         help="epochs without validation-loss improvement before stopping "
         f"(default: {_per_model('patience')})",
     )
     train.add_argument(
         "--reduce-lr-patience",
-        type=int,
+        type=_count,
         default=None,
         help="halve the learning rate after this many epochs without validation-loss "
         f"improvement; 0 to keep it fixed (default: {_per_model('reduce_lr_patience')})",
     )
     train.add_argument(
         "--ema-momentum",
-        type=float,
+        type=_rate,
         default=None,
         help="keep an exponential moving average of the weights with this momentum "
         "(Adam use_ema) and validate, checkpoint and export the averages; 0 for plain "
@@ -134,21 +216,21 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     mnist = train.add_argument_group("mnist-mlp")
     mnist.add_argument(
         "--validation-split",
-        type=float,
+        type=_share,
         default=0.3,
         help="share of x_train held out for validation when the npz has no x_val "
         "(default: 0.3, as in the chapter)",
     )
     mnist.add_argument(
         "--hidden-units",
-        type=int,
+        type=_positive_int,
         nargs="+",
         default=[128, 60],
         help="sizes of the relu hidden layers (default: 128 60)",
     )
     train.add_argument(
         "--dropout",
-        type=float,
+        type=_rate,
         default=None,
         help="dropout rate; 0 for none. mnist-mlp: after the first hidden layer; "
         f"pneumonia-cnn: before its Dense 128 layer (default: {_per_model('dropout')})",
@@ -163,7 +245,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     xray.add_argument(
         "--image-size",
-        type=int,
+        type=_positive_int,
         nargs=2,
         default=[128, 128],
         metavar=("HEIGHT", "WIDTH"),
@@ -190,7 +272,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     xray.add_argument(
         "--class-weight-power",
-        type=float,
+        type=_non_negative,
         default=None,
         help="class weights = (N / (2 * N_class)) ** POWER: 1 makes both classes count "
         "equally, 0.5 takes the square root (a softer correction), 0 weights every image 1 "
@@ -212,11 +294,7 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
         help="where run folders (checkpoints, history) go (default: runs)",
     )
     parser.add_argument(
-        "--verbose",
-        type=int,
-        choices=(0, 1, 2),
-        default=1,
-        help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch (default: 1)",
+        "--verbose", type=_verbosity, default=None, metavar="{auto,0,1,2}", help=VERBOSE_HELP
     )
 
 
@@ -230,7 +308,7 @@ def _add_resume(commands: argparse._SubParsersAction) -> None:
     resume.add_argument("run_dir", type=Path, help="the run folder printed when the run began")
     resume.add_argument(
         "--epochs",
-        type=int,
+        type=_positive_int,
         default=None,
         help="new total epoch count (default: the run's own)",
     )
@@ -258,16 +336,16 @@ def _add_retrain(commands: argparse._SubParsersAction) -> None:
         "--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: runs)"
     )
     retrain.add_argument(
-        "--epochs", type=int, default=None, help="maximum epochs (default: from the card)"
+        "--epochs", type=_positive_int, default=None, help="maximum epochs (default: from the card)"
     )
     retrain.add_argument(
         "--learning-rate",
-        type=float,
+        type=_positive,
         default=None,
         help="optimizer step size (default: from the card)",
     )
     retrain.add_argument(
-        "--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress output"
+        "--verbose", type=_verbosity, default=None, metavar="{auto,0,1,2}", help=VERBOSE_HELP
     )
 
 
@@ -291,11 +369,15 @@ def _add_tune(commands: argparse._SubParsersAction) -> None:
         help="TensorBoard log folder (default: runs/hparam_tuning)",
     )
     tune.add_argument(
-        "--units", type=int, nargs="+", default=[16, 32], help="hidden units (default: 16 32)"
+        "--units",
+        type=_positive_int,
+        nargs="+",
+        default=[16, 32],
+        help="hidden units (default: 16 32)",
     )
     tune.add_argument(
         "--dropout",
-        type=float,
+        type=_rate,
         nargs="+",
         default=[0.1, 0.2],
         help="dropout rates (default: 0.1 0.2)",
@@ -303,11 +385,15 @@ def _add_tune(commands: argparse._SubParsersAction) -> None:
     tune.add_argument(
         "--optimizer", nargs="+", default=["adam", "sgd"], help="optimizers (default: adam sgd)"
     )
-    tune.add_argument("--epochs", type=int, default=1, help="epochs per trial (default: 1)")
-    tune.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    tune.add_argument(
+        "--epochs", type=_positive_int, default=1, help="epochs per trial (default: 1)"
+    )
+    tune.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="batch size (default: 32)"
+    )
     tune.add_argument(
         "--validation-split",
-        type=float,
+        type=_share,
         default=0.3,
         help="share of x_train held out to rank trials (default: 0.3)",
     )
@@ -354,7 +440,7 @@ def run_command(args: argparse.Namespace) -> int:
             model=args.model,
             data=args.data,
             model_dir=str(args.model_dir),
-            epochs=args.epochs or defaults["epochs"],
+            epochs=given_or_default("epochs"),
             batch_size=given_or_default("batch_size"),
             optimizer=args.optimizer,
             learning_rate=args.learning_rate,
@@ -422,10 +508,9 @@ def run_command(args: argparse.Namespace) -> int:
             f"view with: tensorboard --logdir {args.log_dir}"
         )
     elif args.command == "evaluate":
-        from app.contract.model_card import ModelCard
         from training.evaluate import evaluate_saved_model, load_split_for_card
 
-        card = ModelCard.read(args.version_dir)
+        card = read_card(args.version_dir)
         data = load_split_for_card(card, Path(args.data) if args.data else None, args.split)
         report = evaluate_saved_model(args.version_dir, data, card.class_names)
         text = report.model_dump_json(indent=2)
@@ -439,14 +524,178 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_training_extra(command: str) -> None:
+    """Fail before any work when a module of the `training` extra is not installed
+    (`make serve` installs the runtime dependencies only)."""
+    missing = [name for name in TRAINING_EXTRA_MODULES.get(command, ()) if not _installed(name)]
+    if missing:
+        raise UsageError(
+            f"the training extra is not installed (no module {', '.join(missing)}): run "
+            "`.venv/bin/pip install -e '.[training]'` (or `make test`, which installs it)"
+        )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # in sys.modules without a __spec__: imported, so installed
+        return True
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Mistakes that can be seen before any data is read or anything is written.
+
+    Data layouts are checked by `training.data` when the data is loaded, which also
+    happens before a run folder is made.
+    """
+    if args.command == "train":
+        _check_optimizer(args.optimizer)
+        if args.model == "pneumonia-cnn":
+            _check_image_size(args.architecture, args.image_size)
+        _check_folder(args.model_dir, "--model-dir")
+        _check_folder(args.runs_dir, "--runs-dir")
+    elif args.command == "resume":
+        _check_run_dir(args.run_dir)
+    elif args.command == "retrain":
+        read_card(args.version_dir)
+        _check_folder(args.model_dir, "--model-dir")
+        _check_folder(args.runs_dir, "--runs-dir")
+    elif args.command == "tune":
+        for optimizer in args.optimizer:
+            _check_optimizer(optimizer)
+        _check_folder(args.log_dir, "--log-dir")
+    elif args.command == "evaluate":
+        read_card(args.version_dir)
+        if not (args.version_dir / "saved_model.pb").is_file():
+            raise UsageError(
+                f"{args.version_dir} holds no saved_model.pb: not a complete export "
+                "(evaluate a version that `train` or `retrain` exported)"
+            )
+        if args.output is not None:
+            if args.output.is_dir():
+                raise UsageError(f"--output {args.output} is a folder; give a file name")
+            if not args.output.parent.is_dir():
+                raise UsageError(
+                    f"--output {args.output}: its folder {args.output.parent} does not exist"
+                )
+
+
+def _check_optimizer(name: str) -> None:
+    from training.fit import make_optimizer
+
+    try:
+        make_optimizer(name, learning_rate=1e-3)
+    except ValueError as error:
+        raise UsageError(
+            f"unknown optimizer {name!r} (a Keras optimizer name such as adam, sgd, rmsprop)"
+        ) from error
+
+
+def _check_image_size(architecture: str, size: Sequence[int]) -> None:
+    smallest = MIN_IMAGE_SIZE[architecture]
+    if min(size) < smallest:
+        height, width = size
+        raise UsageError(
+            f"--image-size {height} {width} is too small for {architecture}: it needs at least "
+            f"{smallest}x{smallest}"
+        )
+
+
+def _check_folder(path: Path | None, flag: str) -> None:
+    """An output folder may be missing (it is created) but must not be, or be in, a file."""
+    if path is None:
+        return
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"{flag} {path} must be a folder, but {existing} is a file")
+
+
+def read_card(version_dir: Path) -> ModelCard:
+    """The model card of an exported version, or a `UsageError` saying what is wrong."""
+    from app.contract.model_card import MODEL_CARD_FILENAME, ModelCard
+
+    example = "expected an exported version folder such as models/mnist-mlp/1"
+    if not version_dir.exists():
+        raise UsageError(f"{version_dir} does not exist; {example}")
+    if not version_dir.is_dir():
+        raise UsageError(f"{version_dir} is a file; {example}")
+    path = version_dir / MODEL_CARD_FILENAME
+    if not path.is_file():
+        versions = sorted(
+            int(p.name)
+            for p in version_dir.iterdir()
+            if p.name.isdigit() and (p / MODEL_CARD_FILENAME).is_file()
+        )
+        if versions:
+            raise UsageError(
+                f"{version_dir} holds versions of a model; did you mean "
+                f"{version_dir / str(versions[-1])}?"
+            )
+        raise UsageError(
+            f"{version_dir} is not an exported version: it holds no {MODEL_CARD_FILENAME}; "
+            f"{example}"
+        )
+    try:
+        return ModelCard.read(version_dir)
+    except ValueError as error:  # pydantic's ValidationError (bad JSON too), UnicodeDecodeError
+        raise UsageError(f"{path} is not a valid model card: {_problems(error)}") from error
+
+
+def _problems(error: ValueError) -> str:
+    """A pydantic ValidationError's first problems on one line (`field.path: message`)."""
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError):
+        return str(error)
+    problems = [
+        f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+        if problem["loc"]
+        else problem["msg"]
+        for problem in error.errors()
+    ]
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + more
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    from training.pipeline import RUN_REQUEST
+
+    if not run_dir.is_dir():
+        state = "is a file" if run_dir.exists() else "does not exist"
+        raise UsageError(
+            f"run folder {run_dir} {state}; pass the run folder printed when the run began"
+        )
+    path = run_dir / RUN_REQUEST
+    if not path.is_file():
+        runs = [p for p in run_dir.iterdir() if (p / RUN_REQUEST).is_file()]
+        if runs:
+            latest = max(runs, key=lambda p: (p / RUN_REQUEST).stat().st_mtime)
+            raise UsageError(f"{run_dir} holds run folders; did you mean {latest}?")
+        raise UsageError(f"{run_dir} is not a run folder: it holds no {RUN_REQUEST}")
+    try:
+        TrainRequest.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as error:  # not JSON; not the fields of a TrainRequest
+        raise UsageError(
+            f"{path} cannot be resumed: it is not a run request this version of the training "
+            f"code can read ({error})"
+        ) from error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse `argv` (default: sys.argv) and run the command; errors become exit code 2."""
+    """Parse `argv` (default: sys.argv) and run the command.
+
+    User mistakes (arguments, paths, data layouts, a missing `training` extra) print
+    `error: <what is wrong>` on stderr and return exit status 2, as argparse's own errors
+    do; anything else is a bug and keeps its traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     from training.data import DataError
 
     try:
+        check_training_extra(args.command)
+        check_arguments(args)
         return run_command(args)
-    except (DataError, FileNotFoundError) as error:
+    except (UsageError, DataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

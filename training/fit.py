@@ -13,6 +13,7 @@ epoch, with early stopping and the best checkpoint picking up where they left of
 from __future__ import annotations
 
 import csv
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +44,19 @@ class FitSettings:
     restore_best: bool = True
     reduce_lr_patience: int | None = None  # halve the rate after this many flat epochs
     ema_momentum: float | None = None  # validate, checkpoint and export weight averages
-    verbose: int = 1  # Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch
+    # Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch, None auto:
+    # `progress_verbosity` picks 1 or 2 when the fit starts.
+    verbose: int | None = None
+
+
+def progress_verbosity(verbose: int | None) -> int:
+    """Keras `verbose` for `fit`: `verbose` itself, or for None (auto) a progress bar (1)
+    when stdout is a terminal and one line per epoch (2) when it is a file or a pipe, where
+    a bar would write thousands of carriage-return updates per epoch."""
+    if verbose is not None:
+        return verbose
+    isatty = getattr(sys.stdout, "isatty", None)
+    return 1 if isatty is not None and isatty() else 2
 
 
 def make_optimizer(
@@ -217,7 +230,7 @@ def fit_in_run_dir(
             class_weight=data.class_weights,
             shuffle=False,  # the tf.data pipeline shuffles with its own seed
             callbacks=callbacks,
-            verbose=settings.verbose,
+            verbose=progress_verbosity(settings.verbose),
         )
     if settings.restore_best and (run_dir / BEST_CHECKPOINT).exists():
         model.load_weights(run_dir / BEST_CHECKPOINT)

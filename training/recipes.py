@@ -85,7 +85,7 @@ class TrainRequest:
     restore_best: bool = True
     reduce_lr_patience: int | None = None
     ema_momentum: float | None = None  # Adam(use_ema=True): validate/export weight averages
-    verbose: int = 1
+    verbose: int | None = None  # Keras progress output; None: auto, chosen when fitting
     # mnist-mlp
     validation_split: float = 0.3
     hidden_units: list[int] = field(default_factory=lambda: [128, 60])

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from app.contract.model_card import ModelCard
-from tests.training.conftest import write_tiny_mnist
+from tests.training.conftest import write_tiny_mnist, write_tiny_xray
 from training.__main__ import main
+from training.architectures import build_lenet5, build_mnist_mlp, build_pneumonia_cnn
 from training.cli import DEFAULTS, build_parser
+from training.data import DataError, file_fingerprint, load_mnist_training
+from training.fit import FitSettings, compile_model, fit_in_run_dir
+from training.recipes import TrainRequest, load_training_data
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--verbose", "0"]
 
@@ -131,7 +141,8 @@ def test_retrain_exports_the_next_version_with_its_parent(
     card = ModelCard.read(version_dir.parent / "2")
     assert card.training.parent is not None
     assert (card.training.parent.name, card.training.parent.version) == ("mnist-mlp", 1)
-    assert card.training.data.fingerprint is not None
+    assert card.training.data.fingerprint == file_fingerprint(more_data)
+    assert str(tmp_path) not in card.model_dump_json()  # no machine path in the card
     assert sum(card.training.data.counts["train"].values()) == 42
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert str(version_dir.parent / "2") in summary and "test accuracy" in summary
@@ -145,3 +156,493 @@ def test_bad_data_gives_an_error_and_exit_code_2(
     assert main(argv) == 2
     assert "expected" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+# --- User mistakes: a message on stderr and exit status 2, never a traceback ----------
+
+
+@pytest.fixture(autouse=True)
+def no_mnist_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach the network: the Keras MNIST download fails as it does offline."""
+
+    def offline() -> None:
+        raise Exception("URL fetch failure on mnist.npz: [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[Any, str]:
+    """`main(argv)`'s exit status (argparse's SystemExit included) and its stderr."""
+    try:
+        code: Any = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return code, capsys.readouterr().err
+
+
+def output_dirs(root: Path) -> list[str]:
+    return ["--model-dir", str(root / "models"), "--runs-dir", str(root / "runs")]
+
+
+def test_pneumonia_without_data_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_cli(["train", "pneumonia-cnn", *FAST, *output_dirs(tmp_path)], capsys)
+    assert code == 2
+    assert err.startswith("error: pneumonia-cnn needs --data: a chest X-ray folder")
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(DataError, match="pneumonia-cnn needs --data"):
+        load_training_data(TrainRequest(model="pneumonia-cnn", data=None))
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_failed_mnist_download_asks_for_data(
+    command: str, mnist_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if command == "train":
+        argv = ["train", "mnist-mlp", *FAST, *output_dirs(tmp_path)]
+    else:
+        argv = ["evaluate", str(mnist_export)]
+    code, err = run_cli(argv, capsys)
+    assert code == 2
+    assert err == (
+        "error: could not download MNIST (URL fetch failure on mnist.npz: [Errno -2] Name or "
+        "service not known); pass --data path/to/mnist.npz\n"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "module"),
+    [
+        (["train", "mnist-mlp", "--data", "mnist.npz"], "matplotlib"),
+        (["retrain", "models/mnist-mlp/1", "--data", "mnist.npz"], "matplotlib"),
+        (["resume", "runs/mnist-mlp-20261127-235400-123456"], "matplotlib"),
+        (["tune", "--data", "mnist.npz"], "tensorboard"),
+    ],
+)
+def test_missing_training_extra_is_reported_up_front(
+    argv: list[str],
+    module: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_tiny_mnist(tmp_path / "mnist.npz")
+    monkeypatch.setitem(sys.modules, module, None)  # import fails, find_spec finds nothing
+    code, err = run_cli([*argv, "--epochs", "1"], capsys)
+    assert code == 2
+    assert err == (
+        f"error: the training extra is not installed (no module {module}): run "
+        "`.venv/bin/pip install -e '.[training]'` (or `make test`, which installs it)\n"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["mnist.npz"]  # nothing else was made
+
+
+def test_evaluate_needs_no_training_extra(
+    mnist_export: Path,
+    mnist_data: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for module in ("matplotlib", "tensorboard"):
+        monkeypatch.setitem(sys.modules, module, None)
+    assert main(["evaluate", str(mnist_export), "--data", str(mnist_data)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_verbose_defaults_to_auto_and_keeps_0_1_2() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["train", "mnist-mlp"]).verbose is None
+    assert parser.parse_args(["retrain", "models/x/1", "--data", "d.npz"]).verbose is None
+    assert parser.parse_args(["train", "mnist-mlp", "--verbose", "auto"]).verbose is None
+    for level in (0, 1, 2):
+        assert parser.parse_args(["train", "mnist-mlp", "--verbose", str(level)]).verbose == level
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "mnist-mlp", "--verbose", "3"])
+
+
+def test_auto_verbose_is_recorded_as_auto_not_resolved(
+    tiny_mnist: Path,
+    mnist_export: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """run.json keeps `verbose: null` (auto), so a resumed run picks bars or lines anew."""
+    import training.pipeline
+
+    seen: dict[str, Any] = {}
+
+    def fake_start_run(request: TrainRequest, runs_dir: Path) -> Any:
+        seen["request"] = request
+        raise DataError("stop here")
+
+    def fake_start_retrain(*args: Any, overrides: dict[str, Any], **kwargs: Any) -> Any:
+        seen["overrides"] = overrides
+        raise DataError("stop here")
+
+    monkeypatch.setattr(training.pipeline, "start_run", fake_start_run)
+    monkeypatch.setattr(training.pipeline, "start_retrain", fake_start_retrain)
+    assert main(["train", "mnist-mlp", "--data", str(tiny_mnist), *output_dirs(tmp_path)]) == 2
+    request = seen["request"]
+    assert request.verbose is None
+    assert TrainRequest.from_json(json.loads(json.dumps(request.to_json()))).verbose is None
+    argv = ["retrain", str(mnist_export), "--data", str(tiny_mnist), *output_dirs(tmp_path)[2:]]
+    assert main(argv) == 2
+    assert seen["overrides"]["verbose"] is None
+    capsys.readouterr()
+
+
+class _Stdout(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+@pytest.mark.parametrize(
+    ("verbose", "tty", "expected"),
+    [(None, True, 1), (None, False, 2), (0, True, 0), (1, False, 1), (2, True, 2)],
+)
+def test_auto_progress_is_a_bar_on_a_terminal_and_lines_in_a_file(
+    verbose: int | None,
+    tty: bool,
+    expected: int,
+    tiny_mnist: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_fit(self: keras.Model, *args: Any, **kwargs: Any) -> None:
+        seen["verbose"] = kwargs["verbose"]
+
+    data = load_mnist_training(tiny_mnist, validation_split=0.3, batch_size=8, seed=0)
+    model = build_mnist_mlp(hidden_units=(4,))
+    compile_model(model, "adam", 1e-3)
+    monkeypatch.setattr(keras.Model, "fit", fake_fit)
+    monkeypatch.setattr(sys, "stdout", _Stdout(tty))
+    fit_in_run_dir(model, data, FitSettings(epochs=1, verbose=verbose), tmp_path)
+    assert seen["verbose"] == expected
+
+
+def _folder_with_npz(root: Path) -> Path:
+    folder = root / "data"
+    folder.mkdir()
+    write_tiny_mnist(folder / "mnist.npz")
+    return folder
+
+
+def _xray(root: Path, drop: str | None = None, empty: str | None = None) -> Path:
+    folder = write_tiny_xray(root / "chest_xray", per_class=1)
+    if drop:
+        shutil.rmtree(folder / drop)
+    if empty:
+        for image in (folder / empty).iterdir():
+            image.unlink()
+    return folder
+
+
+def _card_copy(root: Path, version_dir: Path, edit: Callable[[dict[str, Any]], Any]) -> Path:
+    """A copy of the version folder `version_dir` with its card changed by `edit`."""
+    copy = shutil.copytree(version_dir, root / "copy" / "1")
+    card = json.loads((copy / "model_card.json").read_text())
+    edit(card)
+    (copy / "model_card.json").write_text(json.dumps(card))
+    return copy
+
+
+def _without_saved_model(root: Path, version_dir: Path) -> Path:
+    copy = _card_copy(root, version_dir, lambda card: None)
+    (copy / "saved_model.pb").unlink()
+    return copy
+
+
+def _junk_card(root: Path) -> Path:
+    version_dir = root / "junk" / "1"
+    version_dir.mkdir(parents=True)
+    (version_dir / "model_card.json").write_text("{not json")
+    return version_dir
+
+
+def _run_folder(root: Path, text: str) -> Path:
+    run_dir = root / "runs" / "mnist-mlp-20261127-235400-123456"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(text)
+    return run_dir
+
+
+def _mnist(root: Path) -> str:
+    return str(write_tiny_mnist(root / "mnist.npz"))
+
+
+Argv = Callable[[Path, Path], list[str]]
+MNIST = ["train", "mnist-mlp"]
+XRAY = ["train", "pneumonia-cnn"]
+MISTAKES: list[tuple[str, Argv, str]] = [
+    # train: --data
+    ("mnist-data-missing", lambda t, v: [*MNIST, "--data", str(t / "no.npz")], "does not exist"),
+    (
+        "mnist-data-folder-holding-the-npz",
+        lambda t, v: [*MNIST, "--data", str(_folder_with_npz(t))],
+        "data is a folder; expected an .npz file; did you mean --data ",
+    ),
+    (
+        "mnist-data-xray-folder",
+        lambda t, v: [*MNIST, "--data", str(_xray(t))],
+        "looks like a chest X-ray folder",
+    ),
+    ("xray-data-missing", lambda t, v: [*XRAY, "--data", str(t / "none")], "does not exist"),
+    ("xray-data-npz", lambda t, v: [*XRAY, "--data", _mnist(t)], "is a file, not a folder"),
+    (
+        "xray-without-val",
+        lambda t, v: [*XRAY, "--data", str(_xray(t, drop="val"))],
+        "found no val/",
+    ),
+    (
+        "xray-empty-class-folder",
+        lambda t, v: [*XRAY, "--data", str(_xray(t, empty="train/NORMAL"))],
+        "train/NORMAL/ holds no .jpeg/.jpg/.png images",
+    ),
+    # train: numbers and names
+    (
+        "image-size-zero",
+        lambda t, v: [*XRAY, "--data", str(_xray(t)), "--image-size", "0", "0"],
+        "argument --image-size: must be a positive integer, got 0",
+    ),
+    (
+        "image-size-too-small",
+        lambda t, v: [*XRAY, "--data", str(_xray(t)), "--image-size", "16", "64"],
+        "--image-size 16 64 is too small for pneumonia-cnn: it needs at least 53x53",
+    ),
+    (
+        "epochs-negative",
+        lambda t, v: [*MNIST, "--data", _mnist(t), "--epochs", "-1"],
+        "argument --epochs: must be a positive integer, got -1",
+    ),
+    (
+        "epochs-zero",
+        lambda t, v: [*MNIST, "--data", _mnist(t), "--epochs", "0"],
+        "argument --epochs: must be a positive integer, got 0",
+    ),
+    (
+        "batch-size-zero",
+        lambda t, v: [*MNIST, "--data", _mnist(t), "--batch-size", "0"],
+        "argument --batch-size: must be a positive integer, got 0",
+    ),
+    (
+        "learning-rate-negative",
+        lambda t, v: [*MNIST, "--data", _mnist(t), "--learning-rate", "-0.1"],
+        "argument --learning-rate: must be a number above 0, got -0.1",
+    ),
+    (
+        "dropout-above-1",
+        lambda t, v: [*MNIST, "--data", _mnist(t), "--dropout", "2"],
+        "argument --dropout: must be at least 0 and below 1, got 2",
+    ),
+    (
+        "validation-split-above-1",
+        lambda t, v: [*MNIST, "--data", _mnist(t), "--validation-split", "1.5"],
+        "argument --validation-split: must be above 0 and below 1, got 1.5",
+    ),
+    (
+        "hidden-units-zero",
+        lambda t, v: [*MNIST, "--data", _mnist(t), "--hidden-units", "0"],
+        "argument --hidden-units: must be a positive integer, got 0",
+    ),
+    (
+        "patience-negative",
+        lambda t, v: [*MNIST, "--data", _mnist(t), "--patience", "-1"],
+        "argument --patience: must be an integer >= 0, got -1",
+    ),
+    (
+        "epochs-not-a-number",
+        lambda t, v: [*MNIST, "--data", _mnist(t), "--epochs", "ten"],
+        "argument --epochs: must be a positive integer, got 'ten'",
+    ),
+    (
+        "unknown-optimizer",
+        lambda t, v: [*MNIST, "--data", _mnist(t), "--optimizer", "adamm"],
+        "unknown optimizer 'adamm' (a Keras optimizer name such as adam, sgd, rmsprop)",
+    ),
+    (
+        "model-dir-is-a-file",
+        lambda t, v: [*MNIST, "--data", _mnist(t), "--model-dir", _mnist(t)],
+        "mnist.npz must be a folder, but ",
+    ),
+    # evaluate
+    (
+        "evaluate-folder-without-card",
+        lambda t, v: ["evaluate", str(t), "--data", _mnist(t)],
+        "is not an exported version: it holds no model_card.json",
+    ),
+    (
+        "evaluate-model-folder-not-version",
+        lambda t, v: ["evaluate", str(v.parent), "--data", _mnist(t)],
+        "holds versions of a model; did you mean ",
+    ),
+    (
+        "evaluate-missing-folder",
+        lambda t, v: ["evaluate", str(t / "models" / "x" / "9"), "--data", _mnist(t)],
+        "9 does not exist; expected an exported version folder such as models/mnist-mlp/1",
+    ),
+    (
+        "evaluate-card-failing-validation",
+        lambda t, v: [
+            "evaluate",
+            str(_card_copy(t, v, lambda c: c["input"].update(channels=7))),
+            "--data",
+            _mnist(t),
+        ],
+        "model_card.json is not a valid model card: input.channels: Input should be 1 or 3",
+    ),
+    (
+        "evaluate-card-missing-fields",
+        lambda t, v: [
+            "evaluate",
+            str(_card_copy(t, v, lambda c: c.clear())),
+            "--data",
+            _mnist(t),
+        ],
+        "model_card.json is not a valid model card: name: Field required",
+    ),
+    (
+        "evaluate-card-not-json",
+        lambda t, v: ["evaluate", str(_junk_card(t)), "--data", _mnist(t)],
+        "model_card.json is not a valid model card: Invalid JSON",
+    ),
+    (
+        "evaluate-card-without-saved-model",
+        lambda t, v: ["evaluate", str(_without_saved_model(t, v)), "--data", _mnist(t)],
+        "holds no saved_model.pb: not a complete export",
+    ),
+    (
+        "evaluate-mnist-model-on-xray-folder",
+        lambda t, v: ["evaluate", str(v), "--data", str(_xray(t))],
+        "looks like a chest X-ray folder",
+    ),
+    (
+        "evaluate-mnist-model-on-folder-with-npz",
+        lambda t, v: ["evaluate", str(v), "--data", str(_folder_with_npz(t))],
+        "did you mean --data ",
+    ),
+    (
+        "evaluate-xray-model-on-npz",
+        lambda t, v: [
+            "evaluate",
+            str(_card_copy(t, v, lambda c: c["preprocessing"].update(kind="resize"))),
+            "--data",
+            _mnist(t),
+        ],
+        "is a file, not a folder",
+    ),
+    (
+        "evaluate-output-in-missing-folder",
+        lambda t, v: ["evaluate", str(v), "--data", _mnist(t), "--output", str(t / "no/r.json")],
+        "r.json: its folder ",
+    ),
+    # retrain
+    (
+        "retrain-folder-without-card",
+        lambda t, v: ["retrain", str(t), "--data", _mnist(t)],
+        "is not an exported version: it holds no model_card.json",
+    ),
+    (
+        "retrain-mnist-on-xray-folder",
+        lambda t, v: ["retrain", str(v), "--data", str(_xray(t))],
+        "looks like a chest X-ray folder",
+    ),
+    (
+        "retrain-negative-epochs",
+        lambda t, v: ["retrain", str(v), "--data", _mnist(t), "--epochs", "-2"],
+        "argument --epochs: must be a positive integer, got -2",
+    ),
+    # resume
+    (
+        "resume-folder-that-is-no-run",
+        lambda t, v: ["resume", str(v)],
+        "is not a run folder: it holds no run.json",
+    ),
+    (
+        "resume-missing-folder",
+        lambda t, v: ["resume", str(t / "runs" / "x")],
+        "run folder",
+    ),
+    (
+        "resume-runs-parent-folder",
+        lambda t, v: ["resume", str(_run_folder(t, "{}").parent)],
+        "holds run folders; did you mean",
+    ),
+    (
+        "resume-broken-run-json",
+        lambda t, v: ["resume", str(_run_folder(t, "{not json"))],
+        "run.json cannot be resumed",
+    ),
+    (
+        "resume-run-json-of-other-version",
+        lambda t, v: [
+            "resume",
+            str(_run_folder(t, '{"model": "mnist-mlp", "data": null, "x": 1}')),
+        ],
+        "run.json cannot be resumed",
+    ),
+    # tune
+    (
+        "tune-data-folder",
+        lambda t, v: ["tune", "--data", str(_folder_with_npz(t)), "--log-dir", str(t / "runs")],
+        "did you mean --data ",
+    ),
+    (
+        "tune-units-zero",
+        lambda t, v: ["tune", "--data", _mnist(t), "--units", "0", "--log-dir", str(t / "runs")],
+        "argument --units: must be a positive integer, got 0",
+    ),
+    (
+        "tune-unknown-optimizer",
+        lambda t, v: ["tune", "--data", _mnist(t), "--optimizer", "adam", "nadamm"],
+        "unknown optimizer 'nadamm'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make_argv", "expected"), [pytest.param(argv, text, id=name) for name, argv, text in MISTAKES]
+)
+def test_user_mistakes_get_a_message_and_exit_2(
+    make_argv: Argv,
+    expected: str,
+    mnist_export: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)  # anything a default folder would create lands here
+    argv = make_argv(tmp_path, mnist_export)
+    if argv[0] == "train":  # before the case's own flags, which win when repeated
+        argv = [*argv[:2], *output_dirs(tmp_path), *argv[2:]]
+    elif argv[0] == "retrain":
+        argv += ["--runs-dir", str(tmp_path / "runs")]
+    versions_before = sorted(p.name for p in mnist_export.parent.iterdir())
+    code, err = run_cli(argv, capsys)
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(("error: ", "usage: ", "python -m training"))
+    assert expected in err
+    assert not [p for p in (tmp_path / "runs").glob("*/history.csv")]
+    assert not (tmp_path / "models").exists()
+    assert sorted(p.name for p in mnist_export.parent.iterdir()) == versions_before
+
+
+def test_image_size_minimums_match_the_architectures() -> None:
+    from training.cli import MIN_IMAGE_SIZE
+
+    builders: dict[str, Callable[[int], keras.Model]] = {
+        "pneumonia-cnn": lambda size: build_pneumonia_cnn((size, size)),
+        "lenet5": lambda size: build_lenet5((size, size, 1), 2),
+    }
+    for name, build in builders.items():
+        build(MIN_IMAGE_SIZE[name])
+        with pytest.raises(ValueError):
+            build(MIN_IMAGE_SIZE[name] - 1)
