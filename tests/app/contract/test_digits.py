@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 from app.contract.digits import (
     BOX_SIZE,
@@ -22,17 +22,21 @@ from app.contract.digits import (
     center_by_mass,
     content_bounding_box,
     crop_to_content,
+    crop_to_paper,
     fit_in_box,
     normalize_digit,
     remove_background,
+    remove_ruled_lines,
     to_grayscale,
     to_white_on_black,
 )
 from app.contract.digits import _as_mnist_form as mnist_form_shortcut
 from tests.app import digit_variants
-from tests.conftest import require_data
+from tests.conftest import require_data, shipped_version
 
 Floats = NDArray[np.float32]
+
+SHIPPED_MNIST = shipped_version("mnist-mlp")
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -392,8 +396,10 @@ def test_centring_nothing_gives_zeros_and_too_much_is_an_error() -> None:
     ],
     ids=["black", "white", "beige-photo", "transparent", "16-bit", "bilevel"],
 )
-def test_blank_pictures_normalise_to_zeros(image: Image.Image) -> None:
-    assert not assert_model_input(normalize_digit(image).pixels).any()
+def test_blank_pictures_normalise_to_zeros_and_no_digit(image: Image.Image) -> None:
+    result = normalize_digit(image)
+    assert not assert_model_input(result.pixels).any()
+    assert not result.found
 
 
 def test_off_centre_dark_on_light_digit_is_boxed_and_centred() -> None:
@@ -449,7 +455,8 @@ def test_real_mnist_digits_come_out_almost_unchanged(
 
 def full_pipeline(image: Image.Image) -> NDArray[np.float32]:
     """`normalize_digit` without its shortcut: every step, in order."""
-    ink = remove_background(to_white_on_black(to_grayscale(image)))
+    gray, outside_paper = crop_to_paper(to_grayscale(image))
+    ink = remove_ruled_lines(remove_background(to_white_on_black(gray), outside_paper))
     return center_by_mass(fit_in_box(crop_to_content(ink)))
 
 
@@ -527,19 +534,287 @@ def test_mnist_form_shortcut_declines_pictures_that_need_work(spoil: Any) -> Non
     assert mnist_form_shortcut(Image.fromarray(digit).convert("RGB")) is None
 
 
-@pytest.mark.parametrize("kind", list(digit_variants.VARIANTS))
+@pytest.mark.parametrize("kind", list(digit_variants.DIGIT_VARIANTS))
 def test_real_world_variants_normalise_back_to_the_mnist_digit(
     kind: str, mnist_sample: tuple[NDArray[np.uint8], NDArray[np.uint8]]
 ) -> None:
     """Photographed, recoloured, moved, resized, compressed: still the same 28x28 digit."""
     images, _ = mnist_sample
-    make = digit_variants.VARIANTS[kind]
+    make = digit_variants.DIGIT_VARIANTS[kind]
     similarities = []
     for index, image in enumerate(images[:8]):
         picture = make(image, index)
         result = assert_model_input(normalize_digit(Image.open(io.BytesIO(picture.data))).pixels)
         similarities.append(correlation(result, image.astype(np.float32)))
-    assert np.mean(similarities) > 0.85, similarities
+    # Photos of a sheet hold smaller digits, reduced further and compressed harder.
+    floor = 0.8 if kind in digit_variants.PAPER_VARIANTS else 0.85
+    assert np.mean(similarities) > floor, similarities
+
+
+# --- sheets on a table, ruled lines, and pictures with no digit ----------------------------
+
+
+def photo_of_a_sheet(angle: float = 6.0, digit: bool = True) -> Image.Image:
+    """A 240x200 photo of a light sheet turned by `angle` degrees on a dark table, with a
+    dark "7" on it (80 pixels tall, like `seven(scale=4)`)."""
+    photo = Image.new("L", (240, 200), 55)
+    radians = math.radians(angle)
+    corners = [
+        (120 + x * math.cos(radians) - y * math.sin(radians),
+         100 + x * math.sin(radians) + y * math.cos(radians))
+        for x, y in ((-80, -65), (80, -65), (80, 65), (-80, 65))
+    ]  # fmt: skip
+    ImageDraw.Draw(photo).polygon(corners, fill=235)
+    if digit:
+        photo.paste(25, (95, 60), Image.fromarray(seven(size=80, top=0, left=0, scale=4)))
+    return photo
+
+
+def seven_alone() -> NDArray[np.float32]:
+    """What `normalize_digit` makes of the "7" of `photo_of_a_sheet` on plain paper."""
+    paper = np.full((120, 110), 235, dtype=np.uint8)
+    paper[20:100, 15:95][seven(size=80, top=0, left=0, scale=4) > 0] = 25
+    return normalize_digit(Image.fromarray(paper)).pixels
+
+
+@pytest.mark.parametrize("angle", [0.0, 6.0, -12.0])
+def test_a_sheet_on_a_dark_table_is_the_paper_not_the_digit(angle: float) -> None:
+    photo = photo_of_a_sheet(angle)
+    cropped, outside = crop_to_paper(to_grayscale(photo))
+    assert outside is not None and outside.shape == cropped.shape
+    assert cropped.shape[0] <= 165 and cropped.shape[1] <= 195  # the table around it is gone
+    assert cropped[outside].min() > 200  # what is left of it is painted the paper's level
+    result = normalize_digit(photo)
+    assert result.found
+    assert correlation(result.pixels, seven_alone()) > 0.9
+
+
+def test_an_empty_sheet_on_a_table_has_no_digit() -> None:
+    result = normalize_digit(photo_of_a_sheet(digit=False))
+    assert not result.found
+    assert not result.pixels.any()
+
+
+def bold_ring(size: int = 100, width: int = 22) -> NDArray[np.uint8]:
+    rows, columns = np.indices((size, size)) - (size - 1) / 2
+    radius = np.hypot(rows, columns * 1.25)
+    return np.where((radius <= size / 2) & (radius > size / 2 - width), 255, 0).astype(np.uint8)
+
+
+def tight(pixels: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    rows, columns = np.flatnonzero(pixels.any(axis=1)), np.flatnonzero(pixels.any(axis=0))
+    return pixels[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        pytest.param(tight(bold_ring()), id="bold-0"),
+        pytest.param(tight(seven(size=100, top=0, left=0, scale=5)), id="bold-7"),
+        pytest.param(np.pad(np.full((96, 30), 255, dtype=np.uint8), ((2, 2), (8, 8))), id="bold-1"),
+    ],
+)
+def test_bold_light_strokes_on_black_are_not_taken_for_a_sheet(
+    pixels: NDArray[np.uint8],
+) -> None:
+    gray = pixels.astype(np.float32)
+    cropped, outside = crop_to_paper(gray)
+    assert outside is None and cropped is gray
+    assert normalize_digit(Image.fromarray(pixels)).found
+
+
+def test_a_shadow_across_a_page_is_neither_a_table_nor_a_digit() -> None:
+    rng = np.random.default_rng(3)
+    page = np.full((200, 240), 230.0) + rng.normal(0.0, 2.0, (200, 240))
+    page[:, :140] *= 0.7  # a shadow over the left of the page: three sides of the border
+    picture = Image.fromarray(np.clip(page, 0, 255).astype(np.uint8))
+    assert crop_to_paper(to_grayscale(picture))[1] is None
+    assert not normalize_digit(picture).found
+
+
+def test_small_pictures_are_not_searched_for_a_sheet() -> None:
+    gray = np.full((28, 28), 40.0, dtype=np.float32)
+    gray[3:25, 3:25] = 230.0
+    assert crop_to_paper(gray)[1] is None
+
+
+def ruled_ink(height: int = 150, width: int = 200, level: float = 110.0) -> Floats:
+    """White-on-black ink of ruled paper: 2-pixel lines every 30 rows, tilted 0.6 degrees."""
+    rows, columns = np.indices((height, width))
+    across = rows - 0.01 * columns
+    on_line = np.abs((across - 15.0) % 30.0 - 15.0) < 1.0
+    return np.where(on_line, np.float32(level), np.float32(0.0)).astype(np.float32)
+
+
+def test_ruled_lines_are_erased_and_the_stroke_crossing_them_kept() -> None:
+    ink = ruled_ink()
+    ink[20:130, 95:101] = 255.0  # a "1" crossing four lines
+    result = remove_ruled_lines(ink)
+    np.testing.assert_array_equal(result[20:130, 95:101], 255.0)
+    # Of the lines, only stubs where the stroke crosses them are left.
+    near_stroke = np.zeros(ink.shape, dtype=bool)
+    near_stroke[:, 95 - 3 : 101 + 3] = True
+    assert not result[~near_stroke].any()
+
+
+def test_a_page_of_lines_has_no_digit() -> None:
+    assert not remove_ruled_lines(ruled_ink()).any()
+    page = Image.fromarray((235 - ruled_ink(level=90.0)).astype(np.uint8))
+    result = normalize_digit(page)
+    assert not result.found and not result.pixels.any()
+
+
+def thin_seven(height: int = 120, width: int = 80) -> Floats:
+    """A "7" cropped tight: a 2-pixel bar from edge to edge, as straight as a ruled line."""
+    ink = np.zeros((height, width), dtype=np.float32)
+    ink[0:2, :] = 255.0
+    for row in range(2, height):
+        column = round((width - 3) * (1 - (row - 2) / (height - 2)) * 0.9)
+        ink[row, column : column + 3] = 255.0
+    return ink
+
+
+def test_a_bar_from_edge_to_edge_of_a_tight_crop_is_kept() -> None:
+    ink = thin_seven()
+    np.testing.assert_array_equal(remove_ruled_lines(ink), ink)
+    with_rules = np.maximum(ink, ruled_ink(120, 80, level=90.0))
+    result = remove_ruled_lines(with_rules)
+    np.testing.assert_array_equal(result[0:2], 255.0)  # the bar stays...
+    near_the_seven = np.asarray(Image.fromarray(ink).filter(ImageFilter.MaxFilter(7))) > 0
+    rules = with_rules > ink
+    # ...the faint rules go, but for stubs where they cross the "7" and a stray pixel.
+    assert np.count_nonzero(result[rules & ~near_the_seven]) <= 0.01 * np.count_nonzero(rules)
+
+
+def test_a_lone_vertical_stroke_spanning_the_picture_is_a_one() -> None:
+    ink = np.zeros((100, 100), dtype=np.float32)
+    ink[:, 48:51] = 255.0
+    np.testing.assert_array_equal(remove_ruled_lines(ink), ink)
+    page = Image.fromarray((240 - 0.9 * ink).astype(np.uint8))
+    assert normalize_digit(page).found
+
+
+def test_a_margin_line_beside_the_digit_is_erased() -> None:
+    ink = ruled_ink()
+    ink[:, 20:22] = 230.0  # a dark margin line from top to bottom, nearly as dark as the pen
+    ink[40:110, 100:104] = 255.0  # the digit, right of it
+    result = remove_ruled_lines(ink)
+    assert not result[:, :60].any()
+    assert result[40:110, 100:104].min() == 255.0
+
+
+def test_graph_paper_is_erased_both_ways_and_the_stroke_kept() -> None:
+    ink = np.maximum(ruled_ink(150, 150), ruled_ink(150, 150).T)
+    ink[20:130, 72:78] = 255.0  # a "1" between two of the vertical lines
+    result = remove_ruled_lines(ink)
+    np.testing.assert_array_equal(result[20:130, 72:78], 255.0)
+    near_stroke = np.zeros(ink.shape, dtype=bool)
+    near_stroke[:, 72 - 3 : 78 + 3] = True
+    assert not result[~near_stroke].any()
+
+
+def test_vertical_lines_alone_are_not_searched_for() -> None:
+    """A page with vertical lines only is a ruled page turned sideways (its digit is too),
+    or strokes: they are left to the model."""
+    ink = ruled_ink().T.copy()
+    np.testing.assert_array_equal(remove_ruled_lines(ink), ink)
+
+
+def page_with(mark: NDArray[np.bool_], darkness: float = 200.0) -> Image.Image:
+    """A 200x240 photo of white paper (noise, JPEG) with `mark` drawn `darkness` darker."""
+    rng = np.random.default_rng(11)
+    page = 235.0 - darkness * mark + rng.normal(0.0, 2.0, mark.shape)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=85)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def mark(top: int, left: int, pixels: NDArray[Any]) -> NDArray[np.bool_]:
+    canvas = np.zeros((200, 240), dtype=bool)
+    canvas[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels > 0
+    return canvas
+
+
+def blotches(seed: int) -> NDArray[np.float32]:
+    coarse = np.random.default_rng(seed).normal(0.0, 1.0, (14, 17)).astype(np.float32)
+    return np.asarray(Image.fromarray(coarse).resize((240, 200), Image.Resampling.BICUBIC))
+
+
+@pytest.mark.parametrize(
+    ("picture", "found"),
+    [
+        pytest.param(
+            page_with(mark(40, 80, seven(size=80, top=0, left=0, scale=3))), True, id="digit"
+        ),
+        pytest.param(
+            page_with(mark(40, 80, seven(size=80, top=0, left=0, scale=3)), darkness=80),
+            True,
+            id="faint-pencil",
+        ),
+        pytest.param(page_with(mark(90, 110, seven(size=20, top=0, left=0))), True, id="small"),
+        pytest.param(page_with(mark(90, 110, np.ones((3, 3)))), False, id="speck"),
+        pytest.param(page_with(mark(95, 80, np.ones((5, 60)))), False, id="dash"),
+        pytest.param(page_with(np.zeros((200, 240), dtype=bool)), False, id="blank"),
+        pytest.param(
+            Image.fromarray((230 + 4 * blotches(2)).astype(np.uint8)), False, id="paper-texture"
+        ),
+        pytest.param(
+            Image.fromarray(np.random.default_rng(5).integers(0, 256, (120, 160), np.uint8)),
+            False,
+            id="noise",
+        ),
+    ],
+)
+def test_a_digit_is_found_only_where_there_is_one(picture: Image.Image, found: bool) -> None:
+    assert normalize_digit(picture).found is found
+
+
+PAGES_PER_KIND = 12
+DIGITS_PER_KIND = 6
+
+
+def test_no_digit_on_blank_ruled_or_edge_pages_and_one_in_every_digit_picture(
+    mnist_sample: tuple[NDArray[np.uint8], NDArray[np.uint8]],
+) -> None:
+    """About a hundred generated photos: pages without a digit, and digits of every kind."""
+    wrong = []
+    for make_page in digit_variants.NO_DIGIT_PAGES.values():
+        for seed in range(PAGES_PER_KIND):
+            page = make_page(seed)
+            if normalize_digit(Image.open(io.BytesIO(page.data))).found:
+                wrong.append(f"digit found in {page.description}")
+    images, _ = mnist_sample
+    for make in digit_variants.DIGIT_VARIANTS.values():
+        for index, image in enumerate(images[:DIGITS_PER_KIND]):
+            picture = make(image, 100 + index)
+            if not normalize_digit(Image.open(io.BytesIO(picture.data))).found:
+                wrong.append(f"no digit found in {picture.description}")
+    assert not wrong, "\n".join(wrong)
+
+
+# Floors for the shipped model (0.977 on MNIST's test set) on 100 digits of each kind: it
+# reads 0.93-0.99 of them per kind on 1,000 (docs/digits.md); the floors leave room for a
+# retrained model and for the chance of a 100-digit sample (three standard deviations).
+ACCURACY_FLOORS = {kind: 0.85 for kind in digit_variants.DIGIT_VARIANTS}
+
+
+@pytest.mark.slow
+def test_every_kind_of_digit_picture_is_read_by_the_shipped_model(
+    mnist_sample: tuple[NDArray[np.uint8], NDArray[np.uint8]],
+) -> None:
+    import tensorflow as tf
+
+    model = tf.saved_model.load(str(SHIPPED_MNIST)).signatures["serving_default"]
+    images, labels = mnist_sample[0][-100:], mnist_sample[1][-100:]
+    accuracies = {}
+    for kind, make in digit_variants.DIGIT_VARIANTS.items():
+        pictures = [make(image, 200 + index) for index, image in enumerate(images)]
+        batch = np.stack([normalize_digit(Image.open(io.BytesIO(p.data))).pixels for p in pictures])
+        probabilities = model(pixels=tf.constant(batch[..., None]))["probabilities"].numpy()
+        accuracies[kind] = float(np.mean(probabilities.argmax(axis=1) == labels))
+    print("accuracy per kind:", {kind: round(a, 3) for kind, a in accuracies.items()})
+    low = {kind: a for kind, a in accuracies.items() if a < ACCURACY_FLOORS[kind]}
+    assert not low, low
 
 
 # --- the variant generator itself --------------------------------------------------------
@@ -547,13 +822,22 @@ def test_real_world_variants_normalise_back_to_the_mnist_digit(
 
 def test_variants_are_deterministic_and_decodable() -> None:
     digit = seven()
-    for kind, make in digit_variants.VARIANTS.items():
-        first, again = make(digit, 5), make(digit, 5)
+    makers: dict[str, Any] = {
+        **{
+            kind: lambda seed, make=make: make(digit, seed)
+            for kind, make in digit_variants.DIGIT_VARIANTS.items()
+        },
+        **digit_variants.NO_DIGIT_PAGES,
+    }
+    for kind, make in makers.items():
+        first, again = make(5), make(5)
         assert first == again, kind
         assert first.description.startswith(f"{kind}: ")
         image = Image.open(io.BytesIO(first.data))
         assert image.format == {"image/png": "PNG", "image/jpeg": "JPEG"}[first.media_type]
         assert min(image.size) >= FIELD_SIZE
+        if kind not in digit_variants.VARIANTS:  # every new kind draws at random
+            assert make(6) != first, kind
     assert digit_variants.combined(digit, 5) != digit_variants.combined(digit, 6)
 
 
@@ -561,3 +845,9 @@ def test_variant_mix_cycles_through_every_kind() -> None:
     digits = [seven()] * len(digit_variants.VARIANTS)
     kinds = [kind for kind, _ in digit_variants.variant_mix(digits, seed=3)]
     assert kinds == list(digit_variants.VARIANTS)
+    every = digit_variants.DIGIT_VARIANTS
+    mixed = list(digit_variants.variant_mix([seven()] * len(every), seed=3, kinds=every))
+    assert [kind for kind, _ in mixed] == list(every)
+    assert mixed[: len(kinds)] == list(digit_variants.variant_mix(digits, seed=3))
+    pages = [kind for kind, _ in digit_variants.page_mix(6, seed=3)]
+    assert pages == list(digit_variants.NO_DIGIT_PAGES) * 2
