@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import keras
@@ -9,12 +11,15 @@ import numpy as np
 import pytest
 
 from app.contract.model_card import ModelCard
+from tests.conftest import SHIPPED_MODELS, shipped_version
 from training.data import load_mnist_arrays, load_xray_split_arrays, mnist_split
 from training.evaluate import evaluate_saved_model, predict_with_saved_model
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
-MNIST = MODELS / "mnist-mlp" / "1"
-PNEUMONIA = MODELS / "pneumonia-cnn" / "1"
+MODELS = SHIPPED_MODELS
+
+
+MNIST = shipped_version("mnist-mlp")
+PNEUMONIA = shipped_version("pneumonia-cnn")
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +89,38 @@ def test_saved_model_agrees_with_model_keras(version_dir: Path) -> None:
     np.testing.assert_allclose(
         predict_with_saved_model(version_dir, pixels), model.predict(pixels, verbose=0), atol=1e-5
     )
+
+
+def _strings(node: object) -> list[str]:
+    if isinstance(node, dict):
+        return [s for key, value in node.items() for s in (key, *_strings(value))]
+    if isinstance(node, list):
+        return [s for item in node for s in _strings(item)]
+    return [node] if isinstance(node, str) else []
+
+
+def _looks_like_a_machine_path(text: str) -> bool:
+    return bool(
+        re.match(r"^(/|~|[A-Za-z]:[\\/]|\\\\)", text)
+        or re.search(r"(^|[\s'\"(])/(home|root|tmp|work|Users|mnt|srv|var|data)/", text)
+    )
+
+
+def test_no_committed_card_holds_a_machine_path() -> None:
+    """Cards travel with the model: a path on the training machine means nothing elsewhere."""
+    cards = sorted(MODELS.glob("*/*/model_card.json"))
+    assert cards, f"no model cards under {MODELS}"
+    for path in cards:
+        strings = _strings(json.loads(path.read_text(encoding="utf-8")))
+        offending = [text for text in strings if _looks_like_a_machine_path(text)]
+        assert offending == [], f"{path.relative_to(MODELS)} holds machine paths: {offending}"
+        card = ModelCard.read(path.parent)
+        assert card.training.data.fingerprint is not None
+        assert card.training.data.fingerprint.startswith("sha256:")
+
+
+@pytest.mark.parametrize(
+    "text", ["/work/shared/data/chest_xray", "C:\\data\\mnist.npz", "~/data", "read from /tmp/x"]
+)
+def test_the_machine_path_check_catches_paths(text: str) -> None:
+    assert _looks_like_a_machine_path(text)
