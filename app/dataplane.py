@@ -87,9 +87,20 @@ class DataPlane:
         self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
 
     async def classify_uploads(
-        self, model_name: str, version: int | None, uploads: Sequence[Upload]
+        self,
+        model_name: str,
+        version: int | None,
+        uploads: Sequence[Upload],
+        *,
+        all_or_nothing: bool = False,
     ) -> Classification:
-        """Decode, preprocess and classify uploaded images, in upload order."""
+        """Decode, preprocess and classify uploaded images, in upload order.
+
+        Files that cannot be read are `failures` beside the others' answers, unless
+        `all_or_nothing` (a protocol whose images form one tensor), where the first one
+        fails the request before the model runs. A request none of whose files can be
+        read fails either way.
+        """
         model = self.repository.get(model_name, version)
         if not uploads:
             raise InvalidInput("no files were uploaded; send images in the form field 'files'")
@@ -98,7 +109,7 @@ class DataPlane:
                 f"{len(uploads)} files in one request is more than the limit of "
                 f"{self.settings.max_files_per_request}; split them over several requests"
             )
-        result = await self._classify(model, uploads)
+        result = await self._classify(model, uploads, all_or_nothing=all_or_nothing)
         if not result.positions:
             raise _unreadable(result.failures)
         return result
@@ -170,17 +181,21 @@ class DataPlane:
         labels = [examples[p].label for p in positions]
         report = evaluate_probabilities(labels, probabilities, card.class_names)
         # Pixels of a large evaluation are not kept: thousands of X-rays would be GBs.
+        found = [part.digit_found for part in parts]
         classification = Classification(
             model=model,
             card=card,
             pixels=None,
             probabilities=probabilities,
             positions=positions,
+            digit_found=None if None in found else [f for part in found for f in part or []],
             failures=failures,
         )
         return Evaluation(classification=classification, labels=labels, report=report)
 
-    async def _classify(self, model: ServedModel, uploads: Sequence[Upload]) -> Classification:
+    async def _classify(
+        self, model: ServedModel, uploads: Sequence[Upload], *, all_or_nothing: bool = False
+    ) -> Classification:
         """Classify what can be read of `uploads`; files that cannot be read are failures."""
         card = _card(model)
         loop = asyncio.get_running_loop()
@@ -206,6 +221,8 @@ class DataPlane:
             if self.metrics is not None:
                 for failure in failures:
                     self.metrics.count_unreadable_file(model.name, failure.error.code)
+            if all_or_nothing and failures:
+                raise failures[0].error
             if prepared.positions:
                 probabilities = await model.predict(prepared.pixels)
             else:  # nothing to run; the caller says what was wrong with the files

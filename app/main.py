@@ -116,7 +116,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def _load_and_watch(repository: ModelRepository, settings: Settings) -> None:
-    await repository.sync()
+    try:
+        await repository.sync()
+    except Exception:  # as on every later tick: the watch goes on and retries
+        logger.exception("loading the model directory failed; it is read again at each rescan")
     # TensorFlow and the models leave ~360k long-lived objects that every full garbage
     # collection would walk (~0.3-0.6 s with the GIL held, a latency spike under load);
     # frozen, the collector skips them. Objects made later are collected as usual.

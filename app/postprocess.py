@@ -143,9 +143,10 @@ def to_file_predictions(evaluation: Evaluation, filenames: Sequence[str]) -> lis
     """Per-file outcome of an evaluation: true class, predicted class, right or wrong."""
     classification = evaluation.classification
     names = classification.card.class_names
+    found = classification.digit_found
     results = []
-    for position, label, row in zip(
-        classification.positions, evaluation.labels, classification.probabilities, strict=True
+    for row_index, (position, label, row) in enumerate(
+        zip(classification.positions, evaluation.labels, classification.probabilities, strict=True)
     ):
         predicted = int(np.argmax(row))
         results.append(
@@ -156,6 +157,7 @@ def to_file_predictions(evaluation: Evaluation, filenames: Sequence[str]) -> lis
                 predicted_label=names[predicted],
                 confidence=float(row[predicted]),
                 correct=predicted == label,
+                digit_found=found[row_index] if found is not None else None,
             )
         )
     return results

@@ -191,6 +191,8 @@ class ModelRepository:
             raise ModelNotReady(f"model {name!r} is not serving: {self._why_not(name)}")
         entry = next((e for e in entries if e.version == version), None)
         if entry is None or entry.state is ModelState.UNLOADING:
+            if self._loads_soon(name, version):  # a 503: retrying is the right thing to do
+                raise ModelNotReady(self.why_not_served(name, version))
             raise ModelNotFound(self.why_not_served(name, version), model=name, version=version)
         if entry.state is ModelState.LOADING:
             raise ModelNotReady(f"model {name!r} version {version} is still loading; retry")
@@ -228,15 +230,13 @@ class ModelRepository:
             )
         served = self.served(name)
         pinned = self.settings.pinned_versions.get(name, [])
-        newer = served is None or version > served.version
-        if self.settings.version_policy == "all" or version in pinned or newer:
-            # Wanted, but the scan that found it has not loaded it yet.
+        if self._loads_soon(name, version):
             return (
                 f"model {name!r} version {version} is on disk but not loaded yet; it loads at "
                 "the next rescan of the model directory (or POST /api/v1/admin/rescan): "
                 "retry shortly"
             )
-        assert served is not None  # else `newer` above
+        assert served is not None  # else it would load soon
         # The settings value that would serve it, keeping the pins already there.
         wanted = {**self.settings.pinned_versions, name: sorted({*pinned, version})}
         return (
@@ -244,6 +244,19 @@ class ModelRepository:
             f"is 'latest', which serves only the newest version that loads ({served.version}); "
             f"to serve it too, set VISION_SERVING_PINNED_VERSIONS='{json.dumps(wanted)}' or "
             "VISION_SERVING_VERSION_POLICY=all"
+        )
+
+    def _loads_soon(self, name: str, version: int) -> bool:
+        """Whether `version` is on disk and wanted, but the sync that found it has not
+        loaded it yet (it is loading another version first)."""
+        if version not in self._on_disk.get(name, {}):
+            return False
+        served = self.served(name)
+        return (
+            self.settings.version_policy == "all"
+            or version in self.settings.pinned_versions.get(name, [])
+            or served is None
+            or version > served.version
         )
 
     def _not_found(self, name: str) -> ModelNotFound:
@@ -256,17 +269,24 @@ class ModelRepository:
     # Syncing with the disk -----------------------------------------------------------
 
     async def sync(self) -> None:
-        """Load what the disk and the version policy want, and unload what they don't."""
-        async with self._sync_lock:
-            if self._closed:
-                return
-            on_disk = self._scan()
-            for name in set(self._versions) - set(on_disk):
-                for entry in list(self._versions[name].values()):
-                    await self._unload(entry)
-            for name, versions in on_disk.items():
-                await self._sync_model(name, versions)
-        self.loaded.set()
+        """Load what the disk and the version policy want, and unload what they don't.
+
+        A model directory that cannot be read raises (`OSError`) and leaves what is
+        served as it was; its error is shown in the status APIs from then on.
+        """
+        try:
+            async with self._sync_lock:
+                if self._closed:
+                    return
+                on_disk = self._scan()
+                for name in set(self._versions) - set(on_disk):
+                    for entry in list(self._versions[name].values()):
+                        await self._unload(entry)
+                for name, versions in on_disk.items():
+                    await self._sync_model(name, versions)
+        finally:
+            # Even a first sync that failed has a result worth reporting: its error.
+            self.loaded.set()
 
     async def _sync_model(self, name: str, on_disk: dict[int, Path]) -> None:
         entries = self._versions.setdefault(name, {})
@@ -331,9 +351,19 @@ class ModelRepository:
             )
         else:
             stray_versions: list[str] = []
-            for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            try:
+                folders = sorted(p for p in root.iterdir() if p.is_dir())
+            except OSError as error:  # permissions, a network share gone away
+                self._directory_problem = (
+                    f"model directory {root} cannot be read ({error.strerror or error}); "
+                    "give the service's user read access to it"
+                )
+                self._log_new([(logging.ERROR, self._directory_problem)])
+                raise
+            for folder in folders:
                 name = folder.name
-                if name.startswith("."):  # an export in progress, or a tool's folder
+                # An export in progress, a tool's folder, a file system's own folder.
+                if name.startswith(".") or name == "lost+found":
                     continue
                 if _is_version(name) and _is_version_folder(folder):
                     stray_versions.append(name)

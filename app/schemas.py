@@ -146,12 +146,16 @@ class ModelDetail(ModelStatus):
 
 
 class FilePrediction(BaseModel):
-    index: int = Field(description="Position of the file in the upload or archive, from 0")
+    index: int = Field(
+        description="Position of the file among those sent (for an archive: among its "
+        "images, in archive order), from 0"
+    )
     filename: str
     true_label: str
     predicted_label: str
     confidence: float
     correct: bool
+    digit_found: bool | None = _DIGIT_FOUND
 
 
 class EvaluateResponse(EvaluationReport):

@@ -885,7 +885,12 @@ def normalize_digit(image: Image.Image) -> NormalizedDigit:
     """
     already_normalized = _as_mnist_form(image)
     if already_normalized is not None:
-        return NormalizedDigit(already_normalized, found=True)
+        # Judged as the full pipeline judges it: black paper, ink standing 255 above it.
+        box = content_bounding_box(already_normalized)
+        found = box is not None and _looks_like_a_digit(
+            already_normalized, box, _MNIST_FORM_CONTRAST, light_paper=False
+        )
+        return NormalizedDigit(already_normalized, found)
     gray, outside_paper = crop_to_paper(to_grayscale(image))
     light_paper = _has_light_paper(gray)
     white_on_black = (255.0 - gray).astype(np.float32) if light_paper else gray
@@ -897,6 +902,10 @@ def normalize_digit(image: Image.Image) -> NormalizedDigit:
     top, left, bottom, right = box
     pixels = center_by_mass(fit_in_box(ink[top:bottom, left:right]))
     return NormalizedDigit(pixels, found=_looks_like_a_digit(ink, box, contrast, light_paper))
+
+
+_MNIST_FORM_CONTRAST = _Contrast(ink_level=255.0, noise_sigma=0.0, paper_level=0.0)
+"""What `remove_background` measures on a picture `_as_mnist_form` accepts."""
 
 
 def _looks_like_a_digit(

@@ -112,7 +112,10 @@ def decode_image(
             f"{name}: the {image.format} data is truncated or corrupt ({error})", filename=name
         ) from error
     significant_bits = png_significant_bits(upload.data) if file_format == "PNG" else None
-    return to_standard_mode(image, significant_bits)
+    try:
+        return to_standard_mode(image, significant_bits)
+    except ValueError as error:  # NaN in a float TIFF, a mode Pillow cannot convert
+        raise UnreadableImage(f"{name}: {error}", filename=name) from error
 
 
 TINY_IMAGE_MAX_BYTES = 16 * 1024
@@ -179,8 +182,9 @@ def to_standard_mode(image: Image.Image, significant_bits: int | None = None) ->
 DEEP_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 """Pillow's modes for samples deeper than 8 bits (16- and 32-bit integers, 32-bit floats)."""
 
-STORAGE_BITS = (8, 10, 12, 14, 16, 24, 32)
-"""Bit depths deep data is stored with; a sample's range is the smallest that holds it."""
+STORAGE_BITS = (8, 10, 12, 14, 16)
+"""Bit depths deep integer data is stored with; a sample's range is the smallest that
+holds it. Larger integers have no nominal range and are scaled by their own min/max."""
 
 
 def deep_to_8bit(image: Image.Image, significant_bits: int | None = None) -> Image.Image:
@@ -188,28 +192,40 @@ def deep_to_8bit(image: Image.Image, significant_bits: int | None = None) -> Ima
 
     A 16-bit file often holds fewer significant bits: radiographs exported from DICOM
     are 12-bit data (0..4095) in 16-bit samples, and dividing those by 65535 would make
-    a black picture. So integer samples are scaled by `significant_bits` when the file
-    declares it (a PNG's sBIT chunk), else by the smallest of `STORAGE_BITS` that holds
-    the brightest sample: 0..4095 is 12-bit, 0..65535 16-bit, 0..255 8-bit (kept as is).
-    The same picture saved at 8 bits, as 12 bits in 16, or at full 16 bits thus gives
-    the same 8-bit pixels (to rounding). Float samples within 0..1 are scaled by 255.
-    Anything else (negative integers, floats outside 0..1, such as Hounsfield units) has
-    no nominal range, so the image's own minimum and maximum become 0 and 255.
+    a black picture. So integer samples are scaled by the smallest of `STORAGE_BITS` that
+    holds the brightest sample: 0..4095 is 12-bit, 0..65535 16-bit, 0..255 8-bit (kept
+    as is). A PNG's sBIT chunk (`significant_bits`) says what the data was before it was
+    stored: samples that fit in it are scaled by it (a dark 12-bit picture stays dark),
+    while samples scaled up to the full 16 bits, as the PNG specification has writers do,
+    are read as 16-bit. The same picture saved at 8 bits, as 12 bits in 16, or at full
+    16 bits thus gives the same 8-bit pixels (to rounding).
+
+    The limit of a rule without a declared depth: a picture whose brightest sample lies
+    in the lower quarter of its true range is taken for a smaller depth and brightened
+    (a 16-bit picture peaking at 16,000 reads as 14-bit, four times brighter).
+
+    Float samples within 0..1 are scaled by 255. Anything else (negative or very large
+    integers, floats outside 0..1, such as Hounsfield units) has no nominal range, so the
+    image's own minimum and maximum become 0 and 255. NaN or infinite samples are a
+    `ValueError`: no 8-bit picture says what they mean.
     """
     samples = np.asarray(image, dtype=np.float64)
     if samples.size == 0:
         return Image.new("L", image.size)
+    if not np.isfinite(samples).all():
+        raise ValueError("the image holds NaN or infinite values")
     lowest, highest = float(samples.min()), float(samples.max())
     is_float = image.mode == "F"
     if is_float and lowest >= 0.0 and highest <= 1.0:
         scaled = samples * 255.0
-    elif is_float or lowest < 0.0:
+    elif is_float or lowest < 0.0 or highest >= 2 ** STORAGE_BITS[-1]:
         spread = highest - lowest
         scaled = (samples - lowest) * (255.0 / spread) if spread > 0 else samples * 0.0
     else:
-        bits = significant_bits or next(
-            (b for b in STORAGE_BITS if highest < 2**b), STORAGE_BITS[-1]
-        )
+        if significant_bits is not None and highest < 2**significant_bits:
+            bits = significant_bits
+        else:
+            bits = next(b for b in STORAGE_BITS if highest < 2**b)
         scaled = samples * (255.0 / (2**bits - 1))
     return Image.fromarray(np.clip(scaled, 0, 255).round().astype(np.uint8), mode="L")
 
@@ -217,35 +233,46 @@ def deep_to_8bit(image: Image.Image, significant_bits: int | None = None) -> Ima
 def _colour_top_bytes_to_8bit(image: Image.Image, significant_bits: int) -> Image.Image:
     """A 16-bit colour PNG whose sBIT declares fewer than 16 bits, read at 8 bits.
 
-    Pillow keeps only the top byte of 16-bit colour samples; when the data has fewer
-    significant bits (12, say), that byte holds only the top `significant_bits - 8`
-    of them, which are stretched to 0..255 here. Without an sBIT chunk the top byte is
-    taken as it is.
+    Pillow keeps only the top byte of 16-bit colour samples. Samples scaled up to the
+    full 16 bits (as the PNG specification has writers do) have the right top byte, and
+    it is taken as it is; samples left at their declared depth (12 bits, say) leave only
+    `significant_bits - 8` bits in it, which are then stretched to 0..255.
     """
     kept_bits = min(significant_bits, 16) - 8
+    bands = dict(zip(image.getbands(), image.split(), strict=True))
+    brightest = max(band.getextrema()[1] for name, band in bands.items() if name != "A")
+    if brightest >= 2**kept_bits:  # scaled up to 16 bits: the top byte is right
+        return image
     scale = 255.0 / (2**kept_bits - 1)
-    bands = [
-        band if band_name == "A" else band.point(lambda value: min(255, round(value * scale)))
-        for band_name, band in zip(image.getbands(), image.split(), strict=True)
+    stretched = [
+        band if name == "A" else band.point(lambda value: min(255, round(value * scale)))
+        for name, band in bands.items()
     ]
-    return Image.merge(image.mode, bands)
+    return Image.merge(image.mode, stretched)
+
+
+# Samples per pixel in a PNG's sBIT chunk, by IHDR colour type, and which are colour
+# (or grey) rather than alpha, whose depth says nothing about the picture's.
+_SBIT_COLOUR_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 1, 6: 3}
 
 
 def png_significant_bits(data: bytes) -> int | None:
     """The significant bits a 16-bit PNG declares in its sBIT chunk, else None.
 
     Pillow does not read sBIT. Only chunk headers are walked (sBIT comes before the
-    image data); for several channels the largest is taken.
+    image data); for several channels the largest grey or colour one is taken (not
+    alpha's).
     """
-    if len(data) < _PNG_HEADER.size or not data.startswith(_PNG_SIGNATURE):
+    if len(data) < _PNG_HEADER.size + 2 or not data.startswith(_PNG_SIGNATURE):
         return None
     if data[24] != 16:  # IHDR bit depth: only 16-bit samples can hide fewer bits
         return None
+    colour_channels = _SBIT_COLOUR_CHANNELS.get(data[25], 1)  # IHDR colour type
     position = 8
     while position + 8 <= len(data):
         length, kind = _PNG_CHUNK.unpack_from(data, position)
         if kind == b"sBIT":
-            declared = data[position + 8 : position + 8 + length]
+            declared = data[position + 8 : position + 8 + min(length, colour_channels)]
             return max(declared) if declared and 8 < max(declared) <= 16 else None
         if kind in {b"IDAT", b"IEND"}:
             return None

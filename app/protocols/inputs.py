@@ -79,11 +79,8 @@ async def classify(
 ) -> Classification:
     """The one core call of every protocol: tensors or encoded images in, softmax out."""
     if isinstance(images, list):
-        with _image_errors_as_bad_input():
-            result = await dataplane.classify_uploads(name, version, images)
-            if result.failures:  # a tensor is answered whole or not at all
-                raise result.failures[0].error
-        return result
+        with _image_errors_as_bad_input():  # a tensor is answered whole or not at all
+            return await dataplane.classify_uploads(name, version, images, all_or_nothing=True)
     return await dataplane.classify_pixels(name, version, images)
 
 

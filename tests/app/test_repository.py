@@ -335,3 +335,47 @@ async def test_load_errors_name_files_as_text_and_say_what_to_do(
     missing_error = errors[("tiny-xray", 1)]
     assert missing_error.startswith(f"missing file: {missing}; the SavedModel is incomplete")
     assert "re-export it" in missing_error
+
+
+async def test_an_unreadable_model_directory_is_reported_and_read_again_later(
+    serve: ServeFn, model_dir_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sync that fails (permissions, a share gone away) used to end the watcher
+    silently: /readyz said "still loading" for ever and nothing was read again."""
+    real_iterdir = Path.iterdir
+    readable = asyncio.Event()
+
+    def iterdir(path: Path):  # type: ignore[no-untyped-def]
+        if path == model_dir_copy and not readable.is_set():
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_iterdir(path)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    async with serve(model_dir=model_dir_copy, poll_interval_seconds=0.05) as client:
+        ready = await client.get("/readyz")
+        readable.set()
+        for _ in range(200):
+            if (await client.get("/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        recovered = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert "cannot be read (Permission denied)" in ready.text
+    assert "read access" in ready.text
+    assert recovered.status_code == 200, recovered.text
+
+
+async def test_a_version_found_but_not_loaded_yet_is_a_503_to_retry(
+    serve: ServeFn, model_dir_copy: Path
+) -> None:
+    """Clients retry 503s, not 404s: a version a sync has found but not loaded yet (it is
+    loading another first) must not look gone."""
+    async with serve(model_dir=model_dir_copy, poll_interval_seconds=0) as client:
+        add_version(model_dir_copy, 2)
+        repository_of(client)._scan()  # what a sync sees before it loads version 2
+        response = await client.post(
+            f"/api/v1/models/{TINY_DIGITS}/versions/2/predict", files={"files": ("d.png", png())}
+        )
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "model_not_ready"
+    assert "not loaded yet" in response.json()["error"]

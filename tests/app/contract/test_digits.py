@@ -472,7 +472,20 @@ def test_mnist_form_shortcut_returns_exactly_what_the_full_pipeline_does(
             taken += 1
             np.testing.assert_array_equal(shortcut, full_pipeline(picture))
             np.testing.assert_array_equal(normalize_digit(picture).pixels, shortcut)
+            assert normalize_digit(picture).found
     assert taken >= 0.4 * len(images), f"only {taken} of {len(images)} real digits took it"
+
+
+def test_a_bar_in_mnist_form_is_no_digit_like_the_same_bar_on_a_larger_canvas() -> None:
+    """The shortcut takes a 28x28 picture as it is, and must not call a dash a digit."""
+    bar = np.zeros((FIELD_SIZE, FIELD_SIZE), dtype=np.uint8)
+    bar[13:16, 4:24] = 255
+    bar[13:16, 4:8] = 120  # a dimmer left end brings the centre of mass to 14
+    assert mnist_form_shortcut(Image.fromarray(bar)) is not None
+    assert not normalize_digit(Image.fromarray(bar)).found
+    canvas = np.zeros((40, 40), dtype=np.uint8)
+    canvas[6:34, 6:34] = bar
+    assert not normalize_digit(Image.fromarray(canvas)).found
 
 
 def mnist_form_seven() -> NDArray[np.uint8]:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from app.contract.images import (
     TINY_IMAGE_MAX_BYTES,
+    UnreadableImage,
     Upload,
     decode_image,
     is_tiny_image,
@@ -152,3 +153,51 @@ def test_png_significant_bits_reads_only_16bit_pngs() -> None:
     assert png_significant_bits(sixteen) is None
     assert png_significant_bits(png_with_chunk(sixteen, b"sBIT", bytes([12]))) == 12
     assert png_significant_bits(b"not a png") is None
+
+
+def test_a_12bit_png_written_as_the_specification_says_is_not_white() -> None:
+    """PNG writers scale 12-bit samples up to 16 bits and record the 12 in sBIT (pypng's
+    Writer(bitdepth=12), libpng): such samples are full-range 16-bit, not 0..4095."""
+    scaled_up = np.round(GRADIENT.astype(np.float64) * 65535 / 255).astype(np.uint16)
+    declared = png_with_chunk(encode_deep(scaled_up, "PNG"), b"sBIT", bytes([12]))
+    np.testing.assert_array_equal(decoded(declared), GRADIENT)
+
+
+def test_a_16bit_colour_png_scaled_up_to_16_bits_keeps_its_top_byte() -> None:
+    full_range = np.stack([GRADIENT.astype(np.int64) * 257] * 3, axis=-1)
+    declared = png_with_chunk(colour_png_16bit(full_range), b"sBIT", bytes([12, 12, 12]))
+    np.testing.assert_array_equal(decoded(declared)[..., 0], GRADIENT)
+
+
+def test_alpha_depth_in_sbit_says_nothing_about_the_colour() -> None:
+    rgba_header = png_with_chunk(colour_png_16bit(np.zeros((2, 2, 3))), b"sBIT", bytes([12] * 3))
+    assert png_significant_bits(rgba_header) == 12
+    rgba = bytearray(rgba_header)
+    rgba[25] = 6  # colour type RGBA: sBIT holds R, G, B and alpha
+    sbit = rgba.index(b"sBIT")
+    rgba[sbit - 4 : sbit + 4 + 3] = struct.pack(">I", 4) + b"sBIT" + bytes([12, 12, 12])
+    rgba[sbit + 7 : sbit + 7] = bytes([16])  # alpha at full 16 bits
+    assert png_significant_bits(bytes(rgba)) == 12
+
+
+def test_each_step_of_the_bits_rule_is_where_the_docstring_says() -> None:
+    """The brightest sample picks the depth: the rule's known limit is a jump at each
+    step (a picture peaking in the lower quarter of its true range is brightened)."""
+    expected = {255: 255, 256: 64, 1023: 255, 1024: 64, 4095: 255, 4096: 64, 65535: 255}
+    for peak, brightest in expected.items():
+        image = Image.fromarray(np.array([[0, peak]], dtype=np.uint16))
+        assert np.asarray(to_standard_mode(image)).max() == brightest, peak
+
+
+def test_integers_beyond_16_bits_use_their_own_range() -> None:
+    wide = Image.fromarray(np.array([[0, 50_000, 100_000]], dtype=np.int32), mode="I")
+    np.testing.assert_array_equal(np.asarray(to_standard_mode(wide)), [[0, 128, 255]])
+
+
+def test_a_float_image_with_nan_is_refused_not_read_as_black() -> None:
+    pixels = np.ones((4, 4), dtype=np.float32)
+    pixels[0, 0] = np.nan
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="F").save(buffer, "TIFF")
+    with pytest.raises(UnreadableImage, match="NaN or infinite"):
+        decode_image(Upload(filename="scan.tif", data=buffer.getvalue()), max_pixels=10**6)

@@ -261,6 +261,7 @@ async def test_evaluate_leaves_a_bad_file_out_of_the_figures_and_names_it(
     assert body["confusion_matrix"] == reference["confusion_matrix"]
     assert body["accuracy"] == reference["accuracy"]
     assert [p["index"] for p in body["predictions"]] == [0, 2]
+    assert [p["digit_found"] for p in body["predictions"]] == [True, True]
     assert [(e["index"], e["filename"], e["code"]) for e in body["errors"]] == [
         (1, "README.md", "unsupported_media_type")
     ]
