@@ -885,12 +885,7 @@ def normalize_digit(image: Image.Image) -> NormalizedDigit:
     """
     already_normalized = _as_mnist_form(image)
     if already_normalized is not None:
-        # Judged as the full pipeline judges it: black paper, ink standing 255 above it.
-        box = content_bounding_box(already_normalized)
-        found = box is not None and _looks_like_a_digit(
-            already_normalized, box, _MNIST_FORM_CONTRAST, light_paper=False
-        )
-        return NormalizedDigit(already_normalized, found)
+        return already_normalized
     gray, outside_paper = crop_to_paper(to_grayscale(image))
     light_paper = _has_light_paper(gray)
     white_on_black = (255.0 - gray).astype(np.float32) if light_paper else gray
@@ -902,10 +897,6 @@ def normalize_digit(image: Image.Image) -> NormalizedDigit:
     top, left, bottom, right = box
     pixels = center_by_mass(fit_in_box(ink[top:bottom, left:right]))
     return NormalizedDigit(pixels, found=_looks_like_a_digit(ink, box, contrast, light_paper))
-
-
-_MNIST_FORM_CONTRAST = _Contrast(ink_level=255.0, noise_sigma=0.0, paper_level=0.0)
-"""What `remove_background` measures on a picture `_as_mnist_form` accepts."""
 
 
 def _looks_like_a_digit(
@@ -935,11 +926,17 @@ def _looks_like_a_digit(
     side = max(height, width)
     if side < max(DIGIT_MIN_PIXELS, DIGIT_MIN_SIZE * max(ink.shape)):  # a speck
         return False
+    return _drawn_in_strokes(ink[top:bottom, left:right] > level)
+
+
+def _drawn_in_strokes(inked: BoolImage) -> bool:
+    """The last criteria, on the inked pixels of the ink's box: not a dash, not dots
+    scattered over the box, not grain."""
+    height, width = inked.shape
     if height < DIGIT_MIN_ASPECT * width:  # a dash, or a piece of a ruled line
         return False
-    inked = ink[top:bottom, left:right] > level
     count = int(np.count_nonzero(inked))
-    if count < DIGIT_MIN_STROKE_LENGTH * side:  # dots scattered over the box
+    if count < DIGIT_MIN_STROKE_LENGTH * max(height, width):  # dots scattered over the box
         return False
     return _isolated_pixels(inked) <= DIGIT_MAX_ISOLATED * count  # grain, not strokes
 
@@ -956,7 +953,7 @@ def _isolated_pixels(mask: BoolImage) -> int:
     return int(np.count_nonzero(mask & (around < 3)))
 
 
-def _as_mnist_form(image: Image.Image) -> NDArray[np.float32] | None:
+def _as_mnist_form(image: Image.Image) -> NormalizedDigit | None:
     """The picture itself when it already is what `normalize_digit` would make of it.
 
     Most uploads to a digit model are MNIST-style 28x28 digits, and the full pipeline costs
@@ -968,6 +965,10 @@ def _as_mnist_form(image: Image.Image) -> NDArray[np.float32] | None:
     box with no empty rows or columns (no specks) and a longest side of 20 (nothing to
     scale), and the centre of mass within half a pixel of (14, 14) (no shift). The test
     suite checks that this returns exactly what the full pipeline returns.
+
+    Whether a digit was found is judged as the full pipeline judges it. Its contrast,
+    shadow and speck criteria hold by the conditions above (paper 0, ink 255, none on
+    the border, a box of 20), and its bright pixels are the `bright` mask here.
     """
     if image.mode != "L" or image.size != (FIELD_SIZE, FIELD_SIZE) or image.has_transparency_data:
         return None
@@ -1005,7 +1006,8 @@ def _as_mnist_form(image: Image.Image) -> NDArray[np.float32] | None:
         return None
     if abs(float(_FIELD_AXIS @ column_mass) / total - centre) >= 0.5:
         return None
-    return pixels.astype(np.float32)
+    found = _drawn_in_strokes(bright[top:bottom, left:right])
+    return NormalizedDigit(pixels.astype(np.float32), found)
 
 
 def _luminance(image: Image.Image) -> Image.Image:

@@ -470,9 +470,9 @@ def test_mnist_form_shortcut_returns_exactly_what_the_full_pipeline_does(
         shortcut = mnist_form_shortcut(picture)
         if shortcut is not None:
             taken += 1
-            np.testing.assert_array_equal(shortcut, full_pipeline(picture))
-            np.testing.assert_array_equal(normalize_digit(picture).pixels, shortcut)
-            assert normalize_digit(picture).found
+            np.testing.assert_array_equal(shortcut.pixels, full_pipeline(picture))
+            np.testing.assert_array_equal(normalize_digit(picture).pixels, shortcut.pixels)
+            assert shortcut.found
     assert taken >= 0.4 * len(images), f"only {taken} of {len(images)} real digits took it"
 
 
@@ -512,6 +512,8 @@ def test_mnist_form_shortcut_agrees_with_the_pipeline_on_random_digit_like_pictu
     """Strokes of random width, length and grey level, placed where the checks may pass."""
     rng = np.random.default_rng(7)
     taken = 0
+    found_by_shortcut: list[bool] = []
+    found_by_pipeline: list[bool] = []
     for _ in range(400):
         picture = np.zeros((28, 28), dtype=np.uint8)
         height, width = 20, int(rng.integers(3, 21))
@@ -524,8 +526,15 @@ def test_mnist_form_shortcut_agrees_with_the_pipeline_on_random_digit_like_pictu
         shortcut = mnist_form_shortcut(image)
         if shortcut is not None:
             taken += 1
-            np.testing.assert_array_equal(shortcut, full_pipeline(image))
+            np.testing.assert_array_equal(shortcut.pixels, full_pipeline(image))
+            # The same picture on a larger black canvas takes the full pipeline.
+            canvas = np.zeros((40, 40), dtype=np.uint8)
+            canvas[6:34, 6:34] = picture
+            found_by_pipeline.append(normalize_digit(Image.fromarray(canvas)).found)
+            found_by_shortcut.append(shortcut.found)
     assert taken >= 20, taken
+    assert found_by_shortcut == found_by_pipeline
+    assert 0 < sum(found_by_shortcut) < taken  # both answers occur among these pictures
 
 
 @pytest.mark.parametrize(
