@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,13 +148,16 @@ def is_tiny_image(upload: Upload) -> bool:
         return False
     # Only plain pixel chunks: compressed text (zTXt, iTXt), ICC profiles and the like can
     # inflate to megabytes from a few KiB, which is work for the pool, not the event loop.
-    position = 8
+    return all(kind in _PLAIN_PNG_CHUNKS for kind, _ in _png_chunks(data))
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(type, data) of each chunk of a PNG, from its chunk headers alone, in file order."""
+    position = 8  # after the signature
     while position + 8 <= len(data):
         length, kind = _PNG_CHUNK.unpack_from(data, position)
-        if kind not in _PLAIN_PNG_CHUNKS:
-            return False
+        yield kind, data[position + 8 : position + 8 + length]
         position += 12 + length  # length, type, data, CRC
-    return True
 
 
 def to_standard_mode(image: Image.Image, significant_bits: int | None = None) -> Image.Image:
@@ -268,15 +272,12 @@ def png_significant_bits(data: bytes) -> int | None:
     if data[24] != 16:  # IHDR bit depth: only 16-bit samples can hide fewer bits
         return None
     colour_channels = _SBIT_COLOUR_CHANNELS.get(data[25], 1)  # IHDR colour type
-    position = 8
-    while position + 8 <= len(data):
-        length, kind = _PNG_CHUNK.unpack_from(data, position)
+    for kind, chunk in _png_chunks(data):
         if kind == b"sBIT":
-            declared = data[position + 8 : position + 8 + min(length, colour_channels)]
+            declared = chunk[:colour_channels]
             return max(declared) if declared and 8 < max(declared) <= 16 else None
         if kind in {b"IDAT", b"IEND"}:
             return None
-        position += 12 + length
     return None
 
 
