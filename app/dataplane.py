@@ -59,6 +59,10 @@ class Classification:
     digit_found: list[bool] | None = None  # per row, for models that read digits
     failures: list[FileFailure] = field(default_factory=list)
 
+    def digit_found_at(self, row: int) -> bool | None:
+        """Whether row `row`'s picture held a digit; None for models that read no digits."""
+        return self.digit_found[row] if self.digit_found is not None else None
+
 
 @dataclass(frozen=True)
 class Evaluation:

@@ -66,7 +66,6 @@ def to_predictions(
     """
     names = classification.card.class_names
     k = min(top_k, len(names))
-    found = classification.digit_found
     predictions = []
     for row_index, (position, row) in enumerate(
         zip(classification.positions, classification.probabilities, strict=True)
@@ -86,7 +85,7 @@ def to_predictions(
                     )
                     for i in ranked
                 ],
-                digit_found=found[row_index] if found is not None else None,
+                digit_found=classification.digit_found_at(row_index),
                 preprocessed_png=(
                     pixels_to_png_base64(classification.pixels[row_index])
                     if include_preprocessed and classification.pixels is not None
@@ -125,13 +124,12 @@ def to_probabilities(
 ) -> list[FileProbabilities]:
     """Every class's probability for each input that was read, keyed by class name."""
     names = classification.card.class_names
-    found = classification.digit_found
     return [
         FileProbabilities(
             index=position,
             filename=filenames[position],
             probabilities={name: float(p) for name, p in zip(names, row, strict=True)},
-            digit_found=found[row_index] if found is not None else None,
+            digit_found=classification.digit_found_at(row_index),
         )
         for row_index, (position, row) in enumerate(
             zip(classification.positions, classification.probabilities, strict=True)
@@ -143,7 +141,6 @@ def to_file_predictions(evaluation: Evaluation, filenames: Sequence[str]) -> lis
     """Per-file outcome of an evaluation: true class, predicted class, right or wrong."""
     classification = evaluation.classification
     names = classification.card.class_names
-    found = classification.digit_found
     results = []
     for row_index, (position, label, row) in enumerate(
         zip(classification.positions, evaluation.labels, classification.probabilities, strict=True)
@@ -157,7 +154,7 @@ def to_file_predictions(evaluation: Evaluation, filenames: Sequence[str]) -> lis
                 predicted_label=names[predicted],
                 confidence=float(row[predicted]),
                 correct=predicted == label,
-                digit_found=found[row_index] if found is not None else None,
+                digit_found=classification.digit_found_at(row_index),
             )
         )
     return results

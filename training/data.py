@@ -239,8 +239,8 @@ def _listing(folder: Path) -> str:
     return ", ".join(names) or "nothing"
 
 
-def xray_input_spec(image_size: tuple[int, int], channels: int) -> InputSpec:
-    """The model input X-rays are read for: `image_size` (height, width), 1 or 3 channels."""
+def image_input_spec(image_size: tuple[int, int], channels: int) -> InputSpec:
+    """A model input of `image_size` (height, width): 1 channel grayscale, or 3 RGB."""
     height, width = image_size
     return InputSpec(
         height=height,
@@ -372,7 +372,7 @@ def load_xray_training(
     its figures came from.
     """
     check_xray_folder(root, XRAY_SPLITS)
-    spec = xray_input_spec(image_size, channels)
+    spec = image_input_spec(image_size, channels)
     train_paths, train_labels = list_xray_split(root, "train")
     val_paths, val_labels = list_xray_split(root, "val")
     test_paths, test_labels = list_xray_split(root, "test")
@@ -410,7 +410,7 @@ def load_xray_split_arrays(
 ) -> LabelledArrays:
     """A whole split in memory (for evaluation), pixels as the service makes them."""
     paths, labels = list_xray_split(root, split)
-    images = read_images(root, paths, xray_input_spec(image_size, channels))
+    images = read_images(root, paths, image_input_spec(image_size, channels))
     return LabelledArrays(images=images.astype(np.float32), labels=labels)
 
 

@@ -19,7 +19,6 @@ import tensorflow as tf
 from app.contract.classification import EvaluationReport
 from app.contract.model_card import (
     DataSource,
-    InputSpec,
     ModelCard,
     ParentModel,
     Preprocessing,
@@ -37,6 +36,7 @@ from training.data import (
     DataError,
     LabelledArrays,
     TrainingData,
+    image_input_spec,
     load_mnist_arrays,
     load_mnist_training,
     load_xray_split_arrays,
@@ -185,12 +185,7 @@ def build_card(
         description=_describe(request),
         limitations=MNIST_LIMITATIONS if is_mnist else XRAY_LIMITATIONS,
         class_names=data.class_names,
-        input=InputSpec(
-            height=height,
-            width=width,
-            channels=1 if is_mnist else request.channels,
-            color_mode="grayscale" if is_mnist or request.channels == 1 else "rgb",
-        ),
+        input=image_input_spec((height, width), 1 if is_mnist else request.channels),
         preprocessing=_preprocessing(request),
         architecture=request.architecture if not is_mnist else "mnist-mlp",
         parameter_count=int(model.count_params()),

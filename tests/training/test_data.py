@@ -18,12 +18,12 @@ from tests.training.conftest import write_tiny_mnist
 from training.data import (
     DataError,
     balanced_class_weights,
+    image_input_spec,
     list_xray_split,
     load_mnist_arrays,
     load_mnist_training,
     load_xray_training,
     read_images,
-    xray_input_spec,
 )
 
 
@@ -211,7 +211,7 @@ def test_images_are_read_exactly_as_the_service_reads_uploads(tmp_path: Path) ->
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
         paths.append(str(tmp_path / name))
-    spec = xray_input_spec((16, 24), channels=1)
+    spec = image_input_spec((16, 24), channels=1)
     pixels = read_images(tmp_path, paths, spec)
     served = prepare_batch(
         [Upload(filename=name, data=data) for name, data in files.items()], spec, "resize"
@@ -225,7 +225,7 @@ def test_an_unreadable_image_in_a_data_folder_is_named(tmp_path: Path) -> None:
     (tmp_path / "notes.jpeg").write_bytes(b"not an image")
     paths = [str(tmp_path / "ok.png"), str(tmp_path / "notes.jpeg")]
     with pytest.raises(DataError, match=re.escape("notes.jpeg: not a PNG, JPEG")):
-        read_images(tmp_path, paths, xray_input_spec((8, 8), channels=1))
+        read_images(tmp_path, paths, image_input_spec((8, 8), channels=1))
 
 
 def encoded(pixels: np.ndarray, fmt: str) -> bytes:
