@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -31,13 +32,11 @@ def wait_until_in_flight(url: str, count: int) -> None:
     raise AssertionError(f"{count} requests never got in flight")
 
 
-def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> None:
-    export_tiny_digits(tmp_path / "models")
-    # A long batch wait keeps every request in flight for a while, so SIGTERM lands
-    # while requests are waiting for their batch.
-    server = start_server(
-        tmp_path / "models", tmp_path / "server.log", VISION_SERVING_MAX_BATCH_WAIT_MS="1500"
-    )
+def send_in_flight(
+    server: LiveServer, count: int, outcome: Callable[[httpx.Response], int | str]
+) -> tuple[list[threading.Thread], list[int | str]]:
+    """`count` predict requests sent from threads, once the server holds them all: the
+    threads, and a list that gets each request's `outcome` (or its transport error)."""
     results: list[int | str] = []
 
     def send() -> None:
@@ -45,14 +44,25 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> Non
             response = httpx.post(
                 server.url + PREDICT, files={"files": ("d.png", png())}, timeout=30
             )
-            results.append(response.status_code)
+            results.append(outcome(response))
         except httpx.TransportError as error:
             results.append(type(error).__name__)
 
-    in_flight = [threading.Thread(target=send) for _ in range(8)]
-    for thread in in_flight:
+    threads = [threading.Thread(target=send) for _ in range(count)]
+    for thread in threads:
         thread.start()
-    wait_until_in_flight(server.url, 8)
+    wait_until_in_flight(server.url, count)
+    return threads, results
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> None:
+    export_tiny_digits(tmp_path / "models")
+    # A long batch wait keeps every request in flight for a while, so SIGTERM lands
+    # while requests are waiting for their batch.
+    server = start_server(
+        tmp_path / "models", tmp_path / "server.log", VISION_SERVING_MAX_BATCH_WAIT_MS="1500"
+    )
+    in_flight, results = send_in_flight(server, 8, lambda response: response.status_code)
     server.process.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     try:
@@ -163,21 +173,9 @@ def test_sigterm_while_a_replaced_version_drains_answers_its_requests(tmp_path: 
         VISION_SERVING_MAX_BATCH_WAIT_MS="3000",
         VISION_SERVING_POLL_INTERVAL_SECONDS="0.02",
     )
-    results: list[int | str] = []
-
-    def send() -> None:
-        try:
-            response = httpx.post(
-                server.url + PREDICT, files={"files": ("d.png", png())}, timeout=30
-            )
-            results.append(response.json().get("version", response.status_code))
-        except httpx.TransportError as error:
-            results.append(type(error).__name__)
-
-    in_flight = [threading.Thread(target=send) for _ in range(4)]
-    for thread in in_flight:
-        thread.start()
-    wait_until_in_flight(server.url, 4)
+    in_flight, results = send_in_flight(
+        server, 4, lambda response: response.json().get("version", response.status_code)
+    )
     (tmp_path / "staging" / TINY_DIGITS / "2").rename(model_dir / TINY_DIGITS / "2")
     wait_for_log(server, f"unloading model {TINY_DIGITS} version 1")
     server.process.send_signal(signal.SIGTERM)
