@@ -668,15 +668,20 @@ def ruled_ink(height: int = 150, width: int = 200, level: float = 110.0) -> Floa
     return np.where(on_line, np.float32(level), np.float32(0.0)).astype(np.float32)
 
 
+def assert_only_the_stroke_is_left(result: Floats, columns: tuple[int, int]) -> None:
+    """The "1" in rows 20-130 and `columns` is whole; of the lines, only stubs where the
+    stroke crosses them are left."""
+    left, right = columns
+    np.testing.assert_array_equal(result[20:130, left:right], 255.0)
+    near_stroke = np.zeros(result.shape, dtype=bool)
+    near_stroke[:, left - 3 : right + 3] = True
+    assert not result[~near_stroke].any()
+
+
 def test_ruled_lines_are_erased_and_the_stroke_crossing_them_kept() -> None:
     ink = ruled_ink()
     ink[20:130, 95:101] = 255.0  # a "1" crossing four lines
-    result = remove_ruled_lines(ink)
-    np.testing.assert_array_equal(result[20:130, 95:101], 255.0)
-    # Of the lines, only stubs where the stroke crosses them are left.
-    near_stroke = np.zeros(ink.shape, dtype=bool)
-    near_stroke[:, 95 - 3 : 101 + 3] = True
-    assert not result[~near_stroke].any()
+    assert_only_the_stroke_is_left(remove_ruled_lines(ink), columns=(95, 101))
 
 
 def test_a_page_of_lines_has_no_digit() -> None:
@@ -728,11 +733,7 @@ def test_a_margin_line_beside_the_digit_is_erased() -> None:
 def test_graph_paper_is_erased_both_ways_and_the_stroke_kept() -> None:
     ink = np.maximum(ruled_ink(150, 150), ruled_ink(150, 150).T)
     ink[20:130, 72:78] = 255.0  # a "1" between two of the vertical lines
-    result = remove_ruled_lines(ink)
-    np.testing.assert_array_equal(result[20:130, 72:78], 255.0)
-    near_stroke = np.zeros(ink.shape, dtype=bool)
-    near_stroke[:, 72 - 3 : 78 + 3] = True
-    assert not result[~near_stroke].any()
+    assert_only_the_stroke_is_left(remove_ruled_lines(ink), columns=(72, 78))
 
 
 def test_vertical_lines_alone_are_not_searched_for() -> None:
