@@ -1,8 +1,12 @@
 """`python -m bench`: measure the service against its ceiling, the naive baseline and the
-raw model in one run, then print a table and write JSON to bench/results/.
+raw model in one run, judge issue 14's targets, print a table and write JSON to
+bench/results/.
 
-    .venv/bin/python -m bench                   # the full run (~20 minutes)
+    .venv/bin/python -m bench                   # the full run (~30 minutes with one variant)
+    .venv/bin/python -m bench --variant service --variant w2:VISION_SERVING_WORKERS=2
     .venv/bin/python -m bench --quick           # 1 round of 3 s points, short long run
+    .venv/bin/python -m bench --servers ceiling,service --workloads mnist --no-raw \
+        --long-requests 0 --rounds 0 --spread 6 --spread-seconds 5   # the spread alone
     .venv/bin/python -m bench --servers ceiling,service --workloads mnist --long-requests 0 \\
         --variant service --variant wait0:VISION_SERVING_MAX_BATCH_WAIT_MS=0   # A/B a lever
     .venv/bin/python -m bench --report bench/results/latest.json       # print a saved run
@@ -53,12 +57,38 @@ def parse_args() -> argparse.Namespace:
         help="service workloads to run (mnist, mnist-16, pneumonia, pneumonia-full, "
         "pneumonia-16); default all",
     )
-    parser.add_argument("--raw-seconds", type=float, default=3.0, help="seconds per batch size")
+    parser.add_argument(
+        "--raw-seconds", type=float, default=3.0, help="seconds per batch size and runtime"
+    )
+    parser.add_argument(
+        "--raw-threads",
+        default="1,2",
+        help="LiteRT num_threads values the raw model is timed with (the best is taken)",
+    )
     parser.add_argument("--no-raw", action="store_true", help="skip the raw-model runs")
     parser.add_argument(
-        "--long-requests", type=int, default=100_000, help="requests in the memory run (0: skip)"
+        "--spread",
+        type=int,
+        default=None,
+        help="back-to-back points per server (ceiling and each variant, mnist) at 16 "
+        "connections after the rounds, judged against +-15%% of their median "
+        "(default 6; 0 with --quick; 0: skip)",
     )
-    parser.add_argument("--quick", action="store_true", help="1 round, 3 s points, 5k long run")
+    parser.add_argument(
+        "--spread-seconds",
+        type=float,
+        default=5.0,
+        help="seconds per spread point (default 5, as in issue 14's target)",
+    )
+    parser.add_argument(
+        "--long-requests",
+        type=int,
+        default=100_000,
+        help="requests in each variant's memory run (0: skip)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1 round, 3 s points, 5k long run, no spread"
+    )
     parser.add_argument("--report", type=Path, help="print the report of a saved JSON and exit")
     return parser.parse_args()
 
@@ -73,6 +103,8 @@ def main() -> None:
     if args.quick:
         args.rounds, args.seconds, args.warmup, args.raw_seconds = 1, 3.0, 1.0, 1.0
         args.long_requests = min(args.long_requests, 5_000)
+    if args.spread is None:
+        args.spread = 0 if args.quick else 6
     options = Options(
         model_dir=args.model_dir,
         data_dir=args.data_dir,
@@ -86,6 +118,9 @@ def main() -> None:
         workloads=tuple(w for w in args.workloads.split(",") if w),
         raw_seconds_per_size=args.raw_seconds,
         raw_models=not args.no_raw,
+        raw_threads=tuple(int(t) for t in args.raw_threads.split(",")),
+        spread_points=args.spread,
+        spread_seconds=args.spread_seconds,
         long_requests=args.long_requests,
     )
     runner = Runner(options)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.servers import ServerSpec
 
 CONCURRENCY = (1, 16, 64)
+
+WORKERS_ENV = "VISION_SERVING_WORKERS"
 
 MNIST_PREDICT = "/api/v1/models/mnist-mlp/predict"
 PNEUMONIA_PREDICT = "/api/v1/models/pneumonia-cnn/predict"
@@ -67,6 +70,15 @@ class ServiceVariant:
         if not name:
             raise ValueError(f"variant {text!r} has no name")
         return cls(name=name, env=env, cwd=cwd)
+
+
+def declared_workers(env: Mapping[str, str]) -> int | None:
+    """The serving processes an environment asks `python -m app` for, if it says."""
+    value = env.get(WORKERS_ENV, "").strip()
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
 
 
 def service_spec(variant: ServiceVariant, model_dir: Path) -> ServerSpec:

@@ -1,8 +1,10 @@
-"""Run the benchmark: rounds of every server in turn, the raw model, then a long run.
+"""Run the benchmark: rounds of every server in turn, the raw model, the spread, long runs.
 
 Servers are measured A B C, A B C, ... (each round starts each server afresh), so a
 change in the machine's load during the run hits every server alike and the ratios
-taken within a round cancel it. Everything started here is stopped here.
+taken within a round cancel it. Then, optionally, back-to-back points at 16 connections
+per server (how much one figure can be trusted), and a long run per service variant for
+memory. Everything started here is stopped here.
 """
 
 from __future__ import annotations
@@ -27,14 +29,17 @@ from bench.plan import (
     ServiceVariant,
     Workload,
     baseline_specs,
+    declared_workers,
     latest_version_dir,
     service_spec,
 )
-from bench.procstat import MIB, TreeSampler
+from bench.procstat import MIB, TreeSampler, process_tree
+from bench.raw_model import RUNTIMES, combine_runtimes
 from bench.servers import REPO_ROOT, RunningServer, ServerSpec, running
 from bench.wrk import Target, ensure_wrk, run_wrk
 
 RAW_MODELS = ("pneumonia-cnn", "mnist-mlp")
+SPREAD_CONNECTIONS = 16
 
 
 @dataclass
@@ -52,6 +57,9 @@ class Options:
     raw_seconds_per_size: float = 3.0
     raw_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     raw_models: bool = True
+    raw_threads: tuple[int, ...] = (1, 2)  # LiteRT num_threads values tried
+    spread_points: int = 0  # back-to-back points per server at 16 connections (0: skip)
+    spread_seconds: float = 5.0
     long_requests: int = 100_000
     long_connections: int = 64
 
@@ -77,6 +85,37 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+_WORKERS_QUERY = "from app.settings import Settings; print(Settings().workers)"
+
+
+def resolve_workers(variant: ServiceVariant) -> tuple[int, str]:
+    """How many serving processes `variant` runs, and where that figure comes from.
+
+    Asked of the variant's own settings code, in its folder and with the environment its
+    server gets (this process's, then the variant's), so a changed default or an
+    exported VISION_SERVING_WORKERS counts too. Falls back on the environment alone,
+    then on 1, when that code has no such setting.
+    """
+    env = {**os.environ, **variant.env}
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-c", _WORKERS_QUERY],
+            capture_output=True,
+            text=True,
+            cwd=variant.cwd or REPO_ROOT,
+            env=env,
+            timeout=120,
+        )
+        if completed.returncode == 0:
+            return int(completed.stdout.strip().splitlines()[-1]), "the variant's Settings"
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        pass
+    declared = declared_workers(env)
+    if declared is not None:
+        return declared, "the environment"
+    return 1, "assumed (no workers setting found)"
+
+
 class Runner:
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -86,9 +125,11 @@ class Runner:
         self.measurements: list[dict[str, Any]] = []
         self.starts: list[dict[str, Any]] = []
         self.raw: list[dict[str, Any]] = []
+        self.spread: list[dict[str, Any]] = []
         self.available_models = {
             name for name in RAW_MODELS if latest_version_dir(options.model_dir, name)
         }
+        self.workers: dict[str, tuple[int, str]] = {}
 
     # The plan ------------------------------------------------------------------------
 
@@ -123,6 +164,11 @@ class Runner:
         if missing:
             _log(f"not in {options.model_dir} (skipped): {', '.join(sorted(missing))}")
         self.payloads = build_payloads(options.data_dir, options.out_dir / "bodies")
+        if "service" in options.servers:
+            for variant in options.variants:
+                self.workers[variant.name] = resolve_workers(variant)
+                count, source = self.workers[variant.name]
+                _log(f"{variant.name}: {count} serving process(es) (from {source})")
         started = time.time()
         load_before = _loadavg()
         for round_index in range(options.rounds):
@@ -131,9 +177,11 @@ class Runner:
                 self._measure_server(round_index, spec, workloads)
             if options.raw_models and "service" in options.servers:
                 self._measure_raw_models(round_index)
-        long_run = None
+        if options.spread_points > 0:
+            self._measure_spread()
+        long_runs = []
         if options.long_requests > 0 and "service" in options.servers:
-            long_run = self._long_run()
+            long_runs = [self._long_run(variant) for variant in options.variants]
         return {
             "meta": {
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
@@ -149,7 +197,18 @@ class Runner:
                     "seconds": options.seconds,
                     "warmup_seconds": options.warmup_seconds,
                     "concurrency": list(options.concurrency),
-                    "variants": [asdict(v) for v in options.variants],
+                    "variants": [
+                        {
+                            **asdict(v),
+                            "workers": self.workers.get(v.name, (None, ""))[0],
+                            "workers_from": self.workers.get(v.name, (None, ""))[1],
+                        }
+                        for v in options.variants
+                    ],
+                    "raw_threads": list(options.raw_threads),
+                    "spread_points": options.spread_points,
+                    "spread_seconds": options.spread_seconds,
+                    "spread_connections": SPREAD_CONNECTIONS,
                     "long_requests": options.long_requests,
                     "model_dir": str(options.model_dir),
                 },
@@ -166,7 +225,8 @@ class Runner:
             "measurements": self.measurements,
             "starts": self.starts,
             "raw_models": self.raw,
-            "long_run": long_run,
+            "spread": self.spread,
+            "long_runs": long_runs,
             "training": training_figures(options.model_dir),
         }
 
@@ -175,8 +235,9 @@ class Runner:
     ) -> None:
         with running(spec, self.log_dir) as server:
             ready_rss = TreeSampler(server.pid).sample(time.monotonic()).rss_bytes
+            processes = len(process_tree(server.pid))
             ready = f"ready in {server.ready_seconds:.1f} s, RSS {ready_rss / MIB:.0f} MiB"
-            _log(f"  {spec.name}: {ready}")
+            _log(f"  {spec.name}: {ready}, {processes} process(es)")
             for workload in workloads:
                 self._measure_workload(round_index, server, workload)
             end_rss = TreeSampler(server.pid).sample(time.monotonic()).rss_bytes
@@ -187,6 +248,7 @@ class Runner:
                 "ready_seconds": server.ready_seconds,
                 "rss_ready_mib": ready_rss / MIB,
                 "rss_end_mib": end_rss / MIB,
+                "processes_at_ready": processes,
             }
         )
 
@@ -199,76 +261,153 @@ class Runner:
         if options.warmup_seconds > 0:
             run_wrk(server.url, target, connections=16, seconds=options.warmup_seconds)
         for connections in options.concurrency:
-            load = _loadavg()
-            with TreeSampler(server.pid, interval=0.5) as sampler:
-                result = run_wrk(
-                    server.url, target, connections=connections, seconds=options.seconds
-                )
-            record = {
-                "round": round_index,
-                "server": server.spec.name,
-                "workload": workload.name,
-                "connections": connections,
-                "images_per_request": payload.images,
-                "requests": result.requests,
-                "seconds": result.seconds,
-                "requests_per_second": result.requests_per_second,
-                "images_per_second": result.requests_per_second * payload.images,
-                "latency_ms": result.latency_ms,
-                "errors": result.errors,
-                "cpu_cores": sampler.cpu_cores,
-                "rss_peak_mib": sampler.peak_rss_bytes / MIB,
-                "load_average": load,
-            }
-            self.measurements.append(record)
-            latency = result.latency_ms
-            _log(
-                f"    {workload.name:15s} c={connections:<3d} "
-                f"{result.requests_per_second:8.1f} req/s  p50 {latency['p50']:8.2f} ms  "
-                f"p99 {latency['p99']:8.2f} ms  errors {result.error_count}  "
-                f"cpu {sampler.cpu_cores:.2f}"
+            record = self._point(server, target, payload, connections, options.seconds)
+            self.measurements.append(
+                {"round": round_index, "server": server.spec.name, "workload": workload.name}
+                | record
             )
+            self._log_point(workload.name, record)
+
+    def _point(
+        self,
+        server: RunningServer,
+        target: Target,
+        payload: Payload,
+        connections: int,
+        seconds: float,
+    ) -> dict[str, Any]:
+        """One wrk run against `server`, with the server's CPU and memory sampled."""
+        load = _loadavg()
+        with TreeSampler(server.pid, interval=0.5) as sampler:
+            result = run_wrk(server.url, target, connections=connections, seconds=seconds)
+        return {
+            "connections": connections,
+            "images_per_request": payload.images,
+            "requests": result.requests,
+            "seconds": result.seconds,
+            "requests_per_second": result.requests_per_second,
+            "images_per_second": result.requests_per_second * payload.images,
+            "latency_ms": result.latency_ms,
+            "errors": result.errors,
+            "cpu_cores": sampler.cpu_cores,
+            "rss_peak_mib": sampler.peak_rss_bytes / MIB,
+            "load_average": load,
+        }
+
+    @staticmethod
+    def _log_point(label: str, record: dict[str, Any]) -> None:
+        latency = record["latency_ms"]
+        _log(
+            f"    {label:15s} c={record['connections']:<3d} "
+            f"{record['requests_per_second']:8.1f} req/s  p50 {latency['p50']:8.2f} ms  "
+            f"p99 {latency['p99']:8.2f} ms  errors {sum(record['errors'].values())}  "
+            f"cpu {record['cpu_cores']:.2f}"
+        )
 
     def _measure_raw_models(self, round_index: int) -> None:
+        """Each model's raw throughput with every runtime, one process per runtime."""
         for name in RAW_MODELS:
             version_dir = latest_version_dir(self.options.model_dir, name)
             if version_dir is None:
                 continue
-            command = [
-                sys.executable,
-                "-m",
-                "bench.raw_model",
-                str(version_dir),
-                "--batch-sizes",
-                ",".join(map(str, self.options.raw_batch_sizes)),
-                "--seconds-per-size",
-                str(self.options.raw_seconds_per_size),
-            ]
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-            completed = subprocess.run(
-                command, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=900
-            )
-            lines = [ln for ln in completed.stdout.splitlines() if ln.startswith("BENCH_JSON ")]
-            if completed.returncode != 0 or not lines:
-                raise RuntimeError(f"raw model run failed:\n{completed.stderr[-3000:]}")
-            result = json.loads(lines[-1][len("BENCH_JSON ") :])
+            per_runtime, errors = [], {}
+            for runtime in RUNTIMES:
+                try:
+                    per_runtime.append(self._raw_run(version_dir, runtime))
+                except RuntimeError as error:  # one runtime failing must not end the run
+                    errors[runtime] = str(error)[-2000:]
+                    _log(f"  raw {name} {runtime}: FAILED, {str(error)[-300:]}")
+            if not per_runtime:
+                raise RuntimeError(f"raw model {name}: every runtime failed: {errors}")
+            result = combine_runtimes(per_runtime, errors)
             result["round"] = round_index
             self.raw.append(result)
-            _log(
-                f"  raw {name}: best {result['best_images_per_second']:.0f} images/s "
-                f"at batch {result['best_batch_size']}"
+            for runtime, figures in result["runtimes"].items():
+                threads = figures["best_num_threads"]
+                _log(
+                    f"  raw {name} {runtime}"
+                    + (f" ({threads} thread(s))" if threads is not None else "")
+                    + f": best {figures['best_images_per_second']:.0f} images/s "
+                    f"at batch {figures['best_batch_size']}; {figures['source']}"
+                )
+
+    def _raw_run(self, version_dir: Path, runtime: str) -> dict[str, Any]:
+        command = [
+            sys.executable,
+            "-m",
+            "bench.raw_model",
+            str(version_dir),
+            "--runtime",
+            runtime,
+            "--threads",
+            ",".join(map(str, self.options.raw_threads)),
+            "--batch-sizes",
+            ",".join(map(str, self.options.raw_batch_sizes)),
+            "--seconds-per-size",
+            str(self.options.raw_seconds_per_size),
+        ]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        completed = subprocess.run(
+            command, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=1800
+        )
+        lines = [ln for ln in completed.stdout.splitlines() if ln.startswith("BENCH_JSON ")]
+        if completed.returncode != 0 or not lines:
+            raise RuntimeError(f"raw model run failed:\n{completed.stderr[-3000:]}")
+        result: dict[str, Any] = json.loads(lines[-1][len("BENCH_JSON ") :])
+        return result
+
+    def _measure_spread(self) -> None:
+        """Back-to-back points at 16 connections per server: how far one figure wanders."""
+        options = self.options
+        plan: list[tuple[ServerSpec, Workload]] = []
+        if "ceiling" in options.servers:
+            ceiling = BASELINE_WORKLOADS[0]
+            plan.append((baseline_specs(options.model_dir)["ceiling"], ceiling))
+        mnist = next(w for w in SERVICE_WORKLOADS if w.name == "mnist")
+        if "service" in options.servers and self._wanted(mnist):
+            for variant in options.variants:
+                plan.append((service_spec(variant, options.model_dir), mnist))
+        _log(
+            f"spread: {options.spread_points} back-to-back {options.spread_seconds:g} s points "
+            f"at c={SPREAD_CONNECTIONS} per server"
+        )
+        for spec, workload in plan:
+            payload = self.payloads[workload.payload]
+            target = Target.single(workload.path, payload)
+            with running(spec, self.log_dir) as server:
+                _log(f"  {spec.name}: ready in {server.ready_seconds:.1f} s")
+                if options.warmup_seconds > 0:
+                    run_wrk(server.url, target, connections=16, seconds=options.warmup_seconds)
+                points = []
+                for _ in range(options.spread_points):
+                    record = self._point(
+                        server, target, payload, SPREAD_CONNECTIONS, options.spread_seconds
+                    )
+                    points.append(record)
+                    self._log_point(workload.name, record)
+            self.spread.append(
+                {
+                    "server": spec.name,
+                    "workload": workload.name,
+                    "connections": SPREAD_CONNECTIONS,
+                    "seconds": options.spread_seconds,
+                    "points": points,
+                }
             )
 
-    def _long_run(self) -> dict[str, Any]:
+    def _long_run(self, variant: ServiceVariant) -> dict[str, Any]:
         """Many requests at high concurrency, sampling RSS each second, for memory growth."""
         options = self.options
-        variant = options.variants[0]
         parts: list[tuple[str, Payload]] = [(MNIST_PREDICT, self.payloads["digit"])] * 9
         if "pneumonia-cnn" in self.available_models:
             parts.append((PNEUMONIA_PREDICT, self.payloads["xray"]))
         target = Target(tuple(parts))
-        _log(f"long run: {options.long_requests:,} requests at c={options.long_connections}")
+        _log(
+            f"long run ({variant.name}): {options.long_requests:,} requests "
+            f"at c={options.long_connections}"
+        )
         with running(service_spec(variant, options.model_dir), self.log_dir) as server:
+            processes = len(process_tree(server.pid))
             with TreeSampler(server.pid, interval=1.0) as sampler:
                 result = run_wrk(
                     server.url,
@@ -290,6 +429,7 @@ class Runner:
                 "ready_seconds": ready_seconds,
                 "rss_ready_mib": samples[0][1],
                 "rss_end_mib": samples[-1][1],
+                "processes_at_ready": processes,
             }
         )
         return {
