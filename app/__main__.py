@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -20,8 +21,10 @@ from uvicorn.supervisors import Multiprocess
 from app.devices import DeviceUnavailable, require_device
 from app.main import create_app
 from app.settings import ENV_PREFIX, Settings
+from app.workers import PortUnavailable, reserve_port
 
 PROG = "python -m app"
+logger = logging.getLogger("uvicorn.error")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -35,8 +38,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-dir", type=Path, help="model repository (default ./models)")
     parser.add_argument("--device", choices=["auto", "cpu", "gpu"], help="where models run")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
-    parser.add_argument("--workers", type=int, help="serving processes (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=_workers_option,
+        help="serving processes (default 1), each listening on the port with its own socket; "
+        "'auto': one per CPU the service may use (CPU affinity and cgroup CPU limit)",
+    )
     return parser.parse_args(argv)
+
+
+def _workers_option(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {count}")
+    return count
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -84,14 +104,19 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 def _serve_with_workers(settings: Settings, overrides: dict[str, object]) -> None:
     """Run `settings.workers` processes on one port, each building its app from the env.
 
-    uvicorn's supervisor starts every worker afresh (spawn), so command-line overrides
-    travel as the environment variables `Settings` reads, and Prometheus counts as files
-    in a private folder (always a fresh one: stale files would add old counts) that any
-    worker's `/metrics` sums up. A worker that fails to start stops the supervisor, and
-    the exit status says so (uvicorn itself would exit 0).
+    Each worker listens on its own socket, bound with `SO_REUSEPORT`, so the kernel
+    spreads connections over them (`app.workers`; where the platform lacks it, they
+    share one socket). uvicorn's supervisor starts every worker afresh (spawn), so
+    command-line overrides travel as the environment variables `Settings` reads, and
+    Prometheus counts as files in a private folder (always a fresh one: stale files
+    would add old counts) that any worker's `/metrics` sums up. A worker that fails to
+    start stops the supervisor, and the exit status says so (uvicorn itself would exit
+    0); one that dies later is replaced.
     """
     for key, value in overrides.items():
         os.environ[f"{ENV_PREFIX}{key.upper()}"] = str(value)
+    # `auto` is counted once, here: every worker is told the same number.
+    os.environ[f"{ENV_PREFIX}WORKERS"] = str(settings.workers)
     with tempfile.TemporaryDirectory(prefix="vision-serving-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         config = uvicorn.Config(
@@ -100,8 +125,32 @@ def _serve_with_workers(settings: Settings, overrides: dict[str, object]) -> Non
             workers=settings.workers,
             **uvicorn_options(settings),
         )
-        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
-        supervisor.run()
+        try:
+            listener = reserve_port(settings.host, settings.port)
+        except PortUnavailable as error:
+            print(f"{PROG}: error: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(STARTUP_FAILURE) from None
+        if listener is None:
+            logger.warning(
+                "SO_REUSEPORT is not available here: the %d workers share one listening "
+                "socket, and one of them may take most connections",
+                settings.workers,
+            )
+            sockets = [config.bind_socket()]
+        else:
+            port = listener.getsockname()[1]
+            logger.info(
+                "Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
+                f"[{settings.host}]" if ":" in settings.host else settings.host,
+                port,
+            )
+            logger.info(
+                "%d workers, each listening with its own socket (SO_REUSEPORT)", settings.workers
+            )
+            sockets = [listener]
+        with contextlib.closing(sockets[0]):
+            supervisor = Multiprocess(config, sockets=sockets)
+            supervisor.run()
     if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
         raise SystemExit(STARTUP_FAILURE)
 
