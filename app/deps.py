@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request, UploadFile
+from fastapi import Depends, Request
 
-from app.contract.images import Upload, upload_filename
 from app.dataplane import DataPlane
 from app.repository import ModelRepository
 from app.settings import Settings
@@ -30,17 +29,3 @@ async def get_settings(request: Request) -> Settings:
 DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-async def read_uploads(files: list[UploadFile]) -> list[Upload]:
-    """Read multipart files into memory; Starlette removes any spooled temp files."""
-    uploads = []
-    for index, file in enumerate(files):
-        uploads.append(
-            Upload(
-                filename=upload_filename(file.filename, index),
-                data=await file.read(),
-                content_type=file.content_type,
-            )
-        )
-    return uploads

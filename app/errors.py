@@ -144,17 +144,25 @@ _UPLOAD_HOWTO = (
     "send each image as a form field named 'files', e.g. "
     "curl -F files=@digit.png http://HOST/api/v1/models/NAME/predict"
 )
-# What to do about a form field that is missing, by field name.
-_MISSING_FIELD_HINTS = {"files": _UPLOAD_HOWTO}
+# An example file for each form field that takes one, for `text_instead_of_file`.
+_FILE_EXAMPLES = {"files": "digit.png", "archive": "labelled.zip"}
+
+
+def text_instead_of_file(field: str) -> str:
+    """How to fix a form field that holds text where a file belongs (`-F files=x.png`)."""
+    example = _FILE_EXAMPLES.get(field, "file")
+    return (
+        f"the field {field!r} holds text, not a file: send the file itself, e.g. "
+        f"curl -F {field}=@{example} (the @ sends the file's content)"
+    )
 
 
 def _explain(error: Any) -> str:
-    """pydantic's message for one validation error, with how to fix a missing form field."""
+    """pydantic's message for one validation error, or how to fix a text-for-file field."""
     location = error["loc"]
-    if error["type"] == "missing" and location[:1] == ("body",):
-        hint = _MISSING_FIELD_HINTS.get(str(location[-1]))
-        if hint:
-            return f"no form field {location[-1]!r}: {hint}"
+    # FastAPI's words for a text value in an UploadFile field: "Expected UploadFile, ...".
+    if location[:1] == ("body",) and len(location) > 1 and "UploadFile" in str(error["msg"]):
+        return text_instead_of_file(str(location[1]))
     return str(error["msg"])
 
 

@@ -21,7 +21,6 @@ from app.dataplane import DataPlane
 from app.devices import configure_devices
 from app.docs import install_offline_docs
 from app.errors import install_error_handlers
-from app.fastlane import FastLane, LaneCounts
 from app.limits import BodySizeLimit
 from app.monitoring import RequestMetricsMiddleware, ServingMetrics
 from app.protocols import tfserving, v2
@@ -85,9 +84,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.fast_lane = LaneCounts()
-    if settings.fast_lane:  # innermost: admission, limits, CORS and metrics still apply
-        app.add_middleware(FastLane, settings=settings, counts=app.state.fast_lane)
     app.add_middleware(EarlyAdmission, settings=settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

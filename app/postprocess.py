@@ -29,7 +29,7 @@ def predict_response(
     *,
     include_preprocessed: bool = False,
 ) -> PredictResponse:
-    """The native `predict` answer, for the typed route and the fast lane alike."""
+    """The native `predict` answer."""
     return PredictResponse(
         model=classification.model.name,
         version=classification.model.version,
@@ -43,7 +43,7 @@ def predict_response(
 def probabilities_response(
     classification: Classification, filenames: Sequence[str]
 ) -> ProbabilitiesResponse:
-    """The native `probabilities` answer, for the typed route and the fast lane alike."""
+    """The native `probabilities` answer."""
     return ProbabilitiesResponse(
         model=classification.model.name,
         version=classification.model.version,

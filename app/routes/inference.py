@@ -1,17 +1,26 @@
 """Native image-upload API: predict, probabilities and evaluate, latest or pinned version.
 
-Each handler reads the multipart upload, calls the data plane and shapes the response;
-the versioned path (`/versions/{version}/...`) is the same handler with a pinned version.
+`predict` and `probabilities` read their multipart body themselves (`app/uploads.py`),
+as the TF Serving and V2 adapters read theirs, and answer with the serialised response
+without validating it again: for a digit, FastAPI's form parsing (a temporary file per
+upload) and response validation cost more than the model. Path and query parameters and
+the router's API key stay FastAPI's, so they are validated, documented and applied in
+one place; the data plane is taken from the app's state rather than solved as one more
+dependency on this path. `evaluate` keeps FastAPI's form parsing. The versioned path
+(`/versions/{version}/...`) is the same handler with a pinned version.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, Query, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from app.dataplane import DataPlane
-from app.deps import DataPlaneDep, SettingsDep, read_uploads
+from app.deps import DataPlaneDep, SettingsDep, get_dataplane
 from app.errors import ErrorResponse, InvalidInput
 from app.labelled import ArchiveLimits, parse_labels, read_labelled_archive
 from app.postprocess import (
@@ -21,15 +30,12 @@ from app.postprocess import (
     to_file_predictions,
 )
 from app.schemas import EvaluateResponse, PredictResponse, ProbabilitiesResponse
+from app.uploads import OPENAPI_BODY, missing_field_error, read_upload_files, read_uploads
 
 router = APIRouter(prefix="/api/v1", tags=["inference"])
 
 ModelName = Annotated[str, Path(description="Model name", examples=["mnist-mlp"])]
 Version = Annotated[int, Path(ge=1, description="Model version", examples=[1])]
-Files = Annotated[
-    list[UploadFile],
-    File(description="One or more images: PNG, JPEG, BMP, GIF, TIFF or WebP"),
-]
 TopK = Annotated[
     int | None,
     Query(ge=1, le=1000, description="How many of the most likely classes to list"),
@@ -50,24 +56,36 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     },
     422: {
         "model": ErrorResponse,
-        "description": "No file could be decoded (see 415), or bad labels or parameters",
+        "description": "No file could be decoded (see 415), no file in the field `files`, "
+        "or bad labels or parameters",
     },
     503: {"model": ErrorResponse, "description": "Model not loaded yet or failed to load"},
 }
 
 
+def _json(answer: BaseModel) -> Response:
+    # The answer was built from typed parts: validating it again as the response model
+    # would cost more than the model call of a digit.
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
 async def _predict(
-    dataplane: DataPlane,
+    request: Request,
     name: str,
     version: int | None,
-    files: Files,
-    top_k: int,
+    top_k: int | None,
     include_preprocessed: bool,
-) -> PredictResponse:
-    uploads = await read_uploads(files)
+) -> Response:
+    dataplane = await get_dataplane(request)
+    uploads = await read_uploads(request)
     result = await dataplane.classify_uploads(name, version, uploads)
-    filenames = [u.filename for u in uploads]
-    return predict_response(result, filenames, top_k, include_preprocessed=include_preprocessed)
+    answer = predict_response(
+        result,
+        [upload.filename for upload in uploads],
+        top_k or dataplane.settings.default_top_k,
+        include_preprocessed=include_preprocessed,
+    )
+    return _json(answer)
 
 
 @router.post(
@@ -75,18 +93,16 @@ async def _predict(
     response_model=PredictResponse,
     summary="Predict the class of uploaded images",
     responses=_ERRORS,
+    openapi_extra=OPENAPI_BODY,
 )
 async def predict(
     name: ModelName,
-    files: Files,
-    dataplane: DataPlaneDep,
-    settings: SettingsDep,
+    request: Request,
     top_k: TopK = None,
     include_preprocessed: IncludePreprocessed = False,
-) -> PredictResponse:
+) -> Response:
     """Label, confidence and top-k classes for each uploaded image, in upload order."""
-    k = top_k or settings.default_top_k
-    return await _predict(dataplane, name, None, files, k, include_preprocessed)
+    return await _predict(request, name, None, top_k, include_preprocessed)
 
 
 @router.post(
@@ -94,27 +110,25 @@ async def predict(
     response_model=PredictResponse,
     summary="Predict with a pinned model version",
     responses=_ERRORS,
+    openapi_extra=OPENAPI_BODY,
 )
 async def predict_version(
     name: ModelName,
     version: Version,
-    files: Files,
-    dataplane: DataPlaneDep,
-    settings: SettingsDep,
+    request: Request,
     top_k: TopK = None,
     include_preprocessed: IncludePreprocessed = False,
-) -> PredictResponse:
+) -> Response:
     """As `predict`, with the given model version."""
-    k = top_k or settings.default_top_k
-    return await _predict(dataplane, name, version, files, k, include_preprocessed)
+    return await _predict(request, name, version, top_k, include_preprocessed)
 
 
-async def _probabilities(
-    dataplane: DataPlane, name: str, version: int | None, files: Files
-) -> ProbabilitiesResponse:
-    uploads = await read_uploads(files)
+async def _probabilities(request: Request, name: str, version: int | None) -> Response:
+    dataplane = await get_dataplane(request)
+    uploads = await read_uploads(request)
     result = await dataplane.classify_uploads(name, version, uploads)
-    return probabilities_response(result, [u.filename for u in uploads])
+    answer = probabilities_response(result, [upload.filename for upload in uploads])
+    return _json(answer)
 
 
 @router.post(
@@ -122,12 +136,11 @@ async def _probabilities(
     response_model=ProbabilitiesResponse,
     summary="Softmax probabilities of every class for uploaded images",
     responses=_ERRORS,
+    openapi_extra=OPENAPI_BODY,
 )
-async def probabilities(
-    name: ModelName, files: Files, dataplane: DataPlaneDep
-) -> ProbabilitiesResponse:
+async def probabilities(name: ModelName, request: Request) -> Response:
     """Every class's probability for each uploaded image; each file's sum to 1."""
-    return await _probabilities(dataplane, name, None, files)
+    return await _probabilities(request, name, None)
 
 
 @router.post(
@@ -135,12 +148,11 @@ async def probabilities(
     response_model=ProbabilitiesResponse,
     summary="Probabilities from a pinned model version",
     responses=_ERRORS,
+    openapi_extra=OPENAPI_BODY,
 )
-async def probabilities_version(
-    name: ModelName, version: Version, files: Files, dataplane: DataPlaneDep
-) -> ProbabilitiesResponse:
+async def probabilities_version(name: ModelName, version: Version, request: Request) -> Response:
     """As `probabilities`, with the given model version."""
-    return await _probabilities(dataplane, name, version, files)
+    return await _probabilities(request, name, version)
 
 
 Archive = Annotated[
@@ -160,6 +172,7 @@ IncludePredictions = Annotated[
 
 
 async def _evaluate(
+    request: Request,
     dataplane: DataPlane,
     settings: SettingsDep,
     name: str,
@@ -181,11 +194,21 @@ async def _evaluate(
         )
         examples = read_labelled_archive(await archive.read(), class_names, limits)
     elif files and labels is not None:
-        examples = parse_labels(labels, await read_uploads(files), class_names)
+        examples = parse_labels(labels, await read_upload_files(files), class_names)
+    elif files:
+        raise missing_field_error(
+            await _sent_fields(request),
+            "send the class name of each file in 'labels', comma-separated in file order, "
+            "e.g. curl -F files=@a.png -F files=@b.png -F labels=7,2",
+            "labels",
+        )
     else:
-        raise InvalidInput(
-            "send a zip in the field 'archive', or images in 'files' with their class names "
-            "in 'labels'"
+        raise missing_field_error(
+            await _sent_fields(request),
+            "send a zip in the field 'archive' (curl -F archive=@labelled.zip), or images in "
+            "'files' with their class names in 'labels'",
+            "archive",
+            "files",
         )
     evaluation = await dataplane.evaluate(name, model.version, examples)
     filenames = [example.upload.filename for example in examples]
@@ -198,6 +221,18 @@ async def _evaluate(
     )
 
 
+async def _sent_fields(request: Request) -> list[str]:
+    """The names of the form's fields (FastAPI parsed it; Starlette kept it on `request`),
+    without the empty file inputs FastAPI left out."""
+    form = await request.form()
+    return [
+        name
+        for name, value in form.multi_items()
+        # Starlette's UploadFile: FastAPI's is a subclass the form does not hold.
+        if not (isinstance(value, StarletteUpload) and not value.filename and not value.size)
+    ]
+
+
 @router.post(
     "/models/{name}/evaluate",
     response_model=EvaluateResponse,
@@ -206,6 +241,7 @@ async def _evaluate(
 )
 async def evaluate(
     name: ModelName,
+    request: Request,
     dataplane: DataPlaneDep,
     settings: SettingsDep,
     archive: Archive = None,
@@ -219,7 +255,7 @@ async def evaluate(
     `NORMAL`/`PNEUMONIA` for X-rays), or images in `files` with `labels`.
     """
     return await _evaluate(
-        dataplane, settings, name, None, archive, files, labels, include_predictions
+        request, dataplane, settings, name, None, archive, files, labels, include_predictions
     )
 
 
@@ -232,6 +268,7 @@ async def evaluate(
 async def evaluate_version(
     name: ModelName,
     version: Version,
+    request: Request,
     dataplane: DataPlaneDep,
     settings: SettingsDep,
     archive: Archive = None,
@@ -241,5 +278,5 @@ async def evaluate_version(
 ) -> EvaluateResponse:
     """As `evaluate`, with the given model version."""
     return await _evaluate(
-        dataplane, settings, name, version, archive, files, labels, include_predictions
+        request, dataplane, settings, name, version, archive, files, labels, include_predictions
     )

@@ -105,13 +105,20 @@ def native_cases() -> list[Case]:
                 "headers": {"Content-Type": "multipart/form-data; boundary=x"},
             },
         ),
-        Case("no files field", "POST", predict, 422, "files", {"data": {"other": "x"}}),
+        Case(
+            "no files field",
+            "POST",
+            predict,
+            422,
+            "no field 'files' in the upload (found 'other')",
+            {"files": {"other": (None, b"x")}},
+        ),
         Case(
             "not multipart at all",
             "POST",
             predict,
-            422,
-            "files",
+            400,
+            "not multipart form data",
             {"content": b'{"files": []}', "headers": {"Content-Type": "application/json"}},
         ),
         Case(

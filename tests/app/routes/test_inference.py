@@ -82,7 +82,9 @@ async def test_version_pinned_routes(serve: ServeFn) -> None:
 
 
 async def test_concurrent_requests_share_one_model_call(serve: ServeFn) -> None:
-    async with serve(max_batch_wait_ms=500, max_batch_size=64) as client:
+    # inline_max_us=0: the tiny model is cheap enough to run inline on an idle batcher,
+    # and in-process the first request would finish before the others arrive.
+    async with serve(max_batch_wait_ms=500, max_batch_size=64, inline_max_us=0) as client:
         app_batcher = None
         responses = await asyncio.gather(
             *(
@@ -147,8 +149,8 @@ async def test_evaluate_files_with_labels(serve: ServeFn) -> None:
 @pytest.mark.parametrize(
     ("upload", "data", "status", "code"),
     [
-        ([], {}, 400, "invalid_input"),
-        ([("files", ("a.png", b"x", "image/png"))], {}, 400, "invalid_input"),
+        ([], {}, 422, "invalid_request"),
+        ([("files", ("a.png", b"x", "image/png"))], {}, 422, "invalid_request"),
         ([("files", ("a.png", b"x", "image/png"))], {"labels": "1,2"}, 422, "invalid_labels"),
         ([("files", ("a.png", png(), "image/png"))], {"labels": "seven"}, 422, "invalid_labels"),
         ([("archive", ("a.zip", b"not a zip", "application/zip"))], {}, 422, "invalid_archive"),
@@ -277,11 +279,61 @@ async def test_unknown_model_is_404(serve: ServeFn) -> None:
     assert response.json()["code"] == "model_not_found"
 
 
-async def test_missing_files_field_is_a_422_with_the_field_named(serve: ServeFn) -> None:
+@pytest.mark.parametrize(
+    ("path", "upload", "message"),
+    [
+        (
+            PREDICT,
+            [("file", ("x.png", png(), "image/png"))],
+            "no field 'files' in the upload (found 'file'): send images in the form field "
+            "'files', e.g. curl -F files=@digit.png",
+        ),
+        (
+            PREDICT,
+            [("files", (None, b"foo"))],
+            "the field 'files' holds text, not a file: send the file itself, e.g. "
+            "curl -F files=@digit.png (the @ sends the file's content)",
+        ),
+        (
+            "/api/v1/models/tiny-digits/evaluate",
+            [("file", ("x.png", png(), "image/png"))],
+            "no field 'archive' or 'files' in the upload (found 'file'): send a zip in the "
+            "field 'archive' (curl -F archive=@labelled.zip), or images in 'files' with their "
+            "class names in 'labels'",
+        ),
+        (
+            "/api/v1/models/tiny-digits/evaluate",
+            [("archive", (None, b"foo"))],
+            "the field 'archive' holds text, not a file: send the file itself, e.g. "
+            "curl -F archive=@labelled.zip (the @ sends the file's content)",
+        ),
+    ],
+    ids=[
+        "predict -F file=@",
+        "predict -F files=foo",
+        "evaluate -F file=@",
+        "evaluate -F archive=foo",
+    ],
+)
+async def test_a_misnamed_field_or_text_for_a_file_is_a_422_saying_how_to_fix_it(
+    serve: ServeFn, path: str, upload: list, message: str
+) -> None:
     async with serve() as client:
-        response = await client.post(PREDICT, data={"other": "x"})
-    assert response.status_code == 422
-    assert "files" in response.json()["error"]
+        response = await client.post(path, files=upload)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["code"] == "invalid_request"
+    assert body["error"].endswith(f": {message}")
+
+
+async def test_a_body_that_is_not_multipart_is_a_400(serve: ServeFn) -> None:
+    async with serve() as client:
+        response = await client.post(PREDICT, data={"files": "x.png"})  # url-encoded
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "bad_request"
+    assert "'application/x-www-form-urlencoded' is not multipart form data" in body["error"]
+    assert "curl -F files=@digit.png" in body["error"]
 
 
 async def test_too_many_files_is_413(serve: ServeFn) -> None:
@@ -364,3 +416,31 @@ async def test_include_preprocessed_returns_the_model_input_as_png(serve: ServeF
     assert seen[0, 0] == 0 and seen.max() > 200  # inverted to white on black
     rows, cols = np.nonzero(seen > 50)
     assert abs(rows.mean() - 13.5) < 3 and abs(cols.mean() - 13.5) < 3  # centred
+
+
+async def test_the_upload_routes_document_their_body_parameters_and_answers(
+    serve: ServeFn,
+) -> None:
+    """They read their body themselves, so the multipart body is declared by hand."""
+    async with serve() as client:
+        paths = (await client.get("/openapi.json")).json()["paths"]
+    answers = {"predict": "PredictResponse", "probabilities": "ProbabilitiesResponse"}
+    for endpoint, answer in answers.items():
+        for prefix, parameters in (("", ["name"]), ("/versions/{version}", ["name", "version"])):
+            operation = paths[f"/api/v1/models/{{name}}{prefix}/{endpoint}"]["post"]
+            body = operation["requestBody"]
+            schema = body["content"]["multipart/form-data"]["schema"]
+            assert body["required"] and schema["required"] == ["files"]
+            files = schema["properties"]["files"]
+            assert files["type"] == "array"
+            assert files["items"] == {
+                "type": "string",
+                "contentMediaType": "application/octet-stream",
+            }
+            if endpoint == "predict":
+                parameters = [*parameters, "top_k", "include_preprocessed"]
+            assert [p["name"] for p in operation["parameters"]] == parameters
+            ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+            assert ok["$ref"].endswith(answer)
+            assert {"400", "404", "413", "415", "422", "503"} <= set(operation["responses"])
+            assert operation["security"] == [{"HTTPBearer": []}]
