@@ -25,10 +25,15 @@ Families (all prefixed `vision_serving_`):
 - `model_versions_loaded{model}`                           gauge, versions serving
 - `requests_in_flight{model}`                              gauge, requests being served
 - `model_version_info{model, version, state, device}`      gauge (1), every known version
+- `model_runtime_info{model, version, runtime, source}`    gauge (1), every loaded version:
+                                                           runtime litert or savedmodel;
+                                                           source export, converted at
+                                                           load, or "" (the status APIs
+                                                           say why)
 - `model_load_failures_total{model}`                       counter
 
 With several worker processes (`VISION_SERVING_WORKERS`), requests, latencies and batch
-sizes are summed over all of them, and the model families (the last four) carry a
+sizes are summed over all of them, and the model families (the last five) carry a
 `worker` label (the process id) because each process loads its own copy.
 """
 
@@ -223,6 +228,12 @@ class _RepositoryCollector(Collector):
             "Every known model version (value 1), with its state and device",
             labels=["model", "version", "state", "device", *extra],
         )
+        runtimes = GaugeMetricFamily(
+            f"{PREFIX}_model_runtime_info",
+            "What runs each loaded model version (value 1): litert or savedmodel, and where "
+            "the LiteRT model came from (export, converted at load)",
+            labels=["model", "version", "runtime", "source", *extra],
+        )
         in_flight = GaugeMetricFamily(
             f"{PREFIX}_requests_in_flight",
             "Requests being served by each model (decoding, queued or running)",
@@ -236,6 +247,9 @@ class _RepositoryCollector(Collector):
             for v in versions:
                 device = v.device.kind if v.device else ""
                 info.add_metric([name, str(v.version), str(v.state), device, *values], 1)
+                if (runtime := v.runtime_info) is not None:
+                    source = runtime.litert_source or ""
+                    runtimes.add_metric([name, str(v.version), runtime.name, source, *values], 1)
         failures = CounterMetricFamily(
             f"{PREFIX}_model_load_failures",
             "Failed model version loads",
@@ -246,6 +260,7 @@ class _RepositoryCollector(Collector):
         yield loaded
         yield in_flight
         yield info
+        yield runtimes
         yield failures
 
 

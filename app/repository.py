@@ -39,11 +39,11 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from app.batching import BatchObserver, MicroBatcher
+from app.batching import BatchObserver, MicroBatcher, inline_limit
 from app.contract.model_card import MODEL_CARD_FILENAME, ModelCard, is_valid_model_name
 from app.devices import DevicePlacement
 from app.errors import ModelNotFound, ModelNotReady
-from app.runtime import ModelRuntime
+from app.runtime import ModelRuntime, RuntimeInfo, RuntimeOptions
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,11 @@ class ServedModel:
             self.images_in_flight -= images
             if self.in_flight == 0:
                 self._idle.set()
+
+    @property
+    def runtime_info(self) -> RuntimeInfo | None:
+        """What runs this version (LiteRT or the SavedModel) and why; None until loaded."""
+        return self.runtime.info if self.runtime is not None else None
 
     async def predict(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         """Queue `[k, H, W, C]` pixels on this model's batcher; `[k, classes]` back."""
@@ -412,9 +417,9 @@ class ModelRepository:
             recorded = ModelCard.read(path)
             entry.card_name, entry.card_version = recorded.name, recorded.version
             card = _card_as_served(recorded, name, version, path)
-            runtime = ModelRuntime(card, path, self.device)
+            runtime = ModelRuntime(card, path, self.device, self._runtime_options())
             await asyncio.to_thread(runtime.load)
-            await asyncio.to_thread(runtime.warm_up, (1, self.settings.max_batch_size))
+            costs = await asyncio.to_thread(runtime.warm_up, (1, self.settings.max_batch_size))
         except Exception as error:
             self._fail(entry, _load_failure(error, path))
             return
@@ -424,17 +429,28 @@ class ModelRepository:
             max_wait_seconds=self.settings.max_batch_wait_ms / 1000,
             name=f"{name}-{version}",
             observer=self._batch_observer(name) if self._batch_observer else None,
+            inline_max_images=inline_limit(costs, self.settings.inline_max_us / 1e6),
         )
         batcher.start()
         entry.card, entry.runtime, entry.batcher, entry.device = card, runtime, batcher, self.device
         entry.ready_seconds = time.perf_counter() - started
         entry.state = ModelState.READY
         logger.info(
-            "model %s version %s ready on %s in %.2f s",
+            "model %s version %s ready on %s in %.2f s; batches of up to %d images run "
+            "inline on the event loop when it is idle (warm-up: %s)",
             name,
             version,
             self.device.kind,
             entry.ready_seconds,
+            batcher.inline_max_images,
+            ", ".join(f"batch {size} {seconds * 1e6:.0f} us" for size, seconds in costs.items()),
+        )
+
+    def _runtime_options(self) -> RuntimeOptions:
+        return RuntimeOptions(
+            preference=self.settings.runtime,
+            cache_dir=self.settings.runtime_cache_dir,
+            max_batch_size=self.settings.max_batch_size,
         )
 
     async def _unload(self, entry: ServedModel) -> None:

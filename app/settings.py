@@ -6,14 +6,23 @@ environment at import time, so tests point the app at their own model folder.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "VISION_SERVING_"
 MIB = 1024 * 1024
+
+RuntimePreference = Literal["auto", "litert", "savedmodel"]
+
+
+def default_runtime_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/vision-serving`, else `~/.cache/vision-serving`."""
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "vision-serving"
 
 
 class Settings(BaseSettings):
@@ -29,14 +38,36 @@ class Settings(BaseSettings):
         default="auto",
         description="Where models run: auto (GPU when TensorFlow sees one), cpu, or gpu",
     )
+    runtime: RuntimePreference = Field(
+        default="auto",
+        description="What runs the models: auto (LiteRT on CPU, the SavedModel on a GPU), "
+        "litert (always, checked against the SavedModel at load), or savedmodel",
+    )
+    runtime_cache_dir: Path = Field(
+        default_factory=default_runtime_cache_dir,
+        description="Writable folder for LiteRT conversions made at load, for versions "
+        "exported without a usable model.tflite (never written into the model directory)",
+    )
     host: str = Field(default="127.0.0.1", description="Address `python -m app` binds to")
     port: int = Field(default=8000, ge=0, le=65535, description="Port `python -m app` binds to")
     workers: int = Field(
         default=1,
         ge=1,
         description="Serving processes of `python -m app`, each with its own copy of the "
-        "models and its own batcher (see docs/performance.md before raising it)",
+        "models, its own batcher and its own listening socket (SO_REUSEPORT); `auto`: one "
+        "per CPU the service may use (see docs/performance.md before raising it)",
     )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _count_auto_workers(cls, value: object) -> object:
+        """`auto` becomes a number here, so `workers` is always one (`app.workers`)."""
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            from app.workers import auto_workers
+
+            return auto_workers()
+        return value
+
     version_policy: Literal["latest", "all"] = Field(
         default="latest",
         description="Versions served per model: the newest that loads, or all of them",
@@ -69,10 +100,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Longest a request waits for others to share its batch (milliseconds)",
     )
-    fast_lane: bool = Field(
-        default=True,
-        description="Serve plain image uploads to predict/probabilities without FastAPI's "
-        "per-request machinery (same answers; see docs/performance.md); false: always the route",
+    inline_max_us: float = Field(
+        # The thread hop costs ~70 us of latency and ~60 us of CPU here (docs/performance.md).
+        default=100.0,
+        ge=0,
+        description="A batch that warm-up measured at most this long (microseconds) runs on "
+        "the event loop when the model is idle, saving the thread hop (0: never)",
     )
     max_body_bytes: int = Field(
         default=32 * MIB, ge=1, description="Largest request body accepted (413 beyond it)"

@@ -7,7 +7,9 @@ from `app.contract.classification`, shared with the service.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -28,16 +30,26 @@ INPUT_NAME = "pixels"
 OUTPUT_NAME = "probabilities"
 
 
+def saved_model_predictor(version_dir: Path) -> Callable[[NDArray[Any]], NDArray[np.float32]]:
+    """The SavedModel's serving signature as `[N, H, W, C]` pixels -> `[N, classes]`."""
+    serve = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
+
+    def predict(images: NDArray[Any]) -> NDArray[np.float32]:
+        outputs = serve(**{INPUT_NAME: tf.constant(np.asarray(images, dtype=np.float32))})
+        return np.asarray(outputs[OUTPUT_NAME].numpy(), dtype=np.float32)
+
+    return predict
+
+
 def predict_with_saved_model(
     version_dir: Path, images: NDArray[np.float32], batch_size: int = 256
 ) -> NDArray[np.float32]:
     """Softmax probabilities `[N, classes]` from the SavedModel's serving signature."""
-    serve = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
+    predict = saved_model_predictor(version_dir)
     batches = [
-        serve(**{INPUT_NAME: tf.constant(images[start : start + batch_size])})[OUTPUT_NAME]
-        for start in range(0, len(images), batch_size)
+        predict(images[start : start + batch_size]) for start in range(0, len(images), batch_size)
     ]
-    return np.concatenate([batch.numpy() for batch in batches]).astype(np.float32)
+    return np.concatenate(batches).astype(np.float32)
 
 
 def evaluate_saved_model(

@@ -1,6 +1,7 @@
 """Export a trained model as the next version in a TensorFlow Serving-style model folder.
 
     models/<name>/<version>/saved_model.pb, variables/   serving signature
+                            model.tflite                  the same, converted for LiteRT
                             model.keras                   for retraining
                             history.json                  per-epoch metrics
                             training.png, confusion.png   pictures of the run
@@ -9,11 +10,16 @@
 Everything is written into a hidden `.tmp-<uuid>` folder beside the versions and renamed
 to the version number only when complete: a server watching `models/` ignores names that
 are not integers, so it never sees half a model.
+
+`model.tflite` is written only when it agrees with the SavedModel on the contract's check
+inputs and the first test images (`app.contract.runtimes`); otherwise the export goes on
+without it, with a warning, and the service converts at load or serves the SavedModel.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -21,13 +27,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+from numpy.typing import NDArray
 
 from app.contract.classification import EvaluationReport
-from app.contract.model_card import ModelCard
-from training.data import LabelledArrays
-from training.evaluate import INPUT_NAME, OUTPUT_NAME, SIGNATURE, evaluate_saved_model
+from app.contract.model_card import (
+    LITERT_MODEL_FILENAME,
+    LITERT_MODEL_ROLE,
+    InputSpec,
+    ModelCard,
+)
+from app.contract.runtimes import Agreement, check_inputs, compare_runs, outputs_on
+from training.data import LabelledArrays, image_input_spec
+from training.evaluate import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    SIGNATURE,
+    evaluate_saved_model,
+    saved_model_predictor,
+)
 from training.plots import plot_confusion_matrix, plot_training_history
+
+logger = logging.getLogger(__name__)
 
 ARTIFACTS = {
     "keras_model": "model.keras",
@@ -35,6 +58,7 @@ ARTIFACTS = {
     "training_plot": "training.png",
     "confusion_plot": "confusion.png",
 }
+CHECKED_TEST_IMAGES = 32  # real images join the contract's check inputs at export
 
 # Builds the card once the version and the SavedModel's evaluation are known.
 CardFactory = Callable[[int, EvaluationReport, dict[str, str]], ModelCard]
@@ -69,6 +93,51 @@ def write_saved_model(model: keras.Model, directory: Path) -> None:
     archive.write_out(str(directory), verbose=False)
 
 
+def write_litert_model(
+    directory: Path, spec: InputSpec, real_images: NDArray[np.float32] | None = None
+) -> Path | None:
+    """Convert the SavedModel in `directory` into `model.tflite` beside it, if it agrees.
+
+    Checked against the SavedModel's signature on the contract's check inputs (and
+    `real_images`, when given); a conversion that disagrees is deleted and a warning says
+    why. Returns the file written, or None.
+    """
+    path = directory / LITERT_MODEL_FILENAME
+    path.write_bytes(convert_to_litert(directory))
+    batches = dict(check_inputs(spec))
+    if real_images is not None and len(real_images):
+        batches["test images"] = np.asarray(real_images, dtype=np.float32)
+    agreement = litert_agreement(directory, path, batches)
+    if agreement.agrees:
+        return path
+    path.unlink()
+    logger.warning(
+        "%s not exported: LiteRT output %s; the service will convert at load or serve "
+        "the SavedModel",
+        LITERT_MODEL_FILENAME,
+        agreement.problem,
+    )
+    return None
+
+
+def convert_to_litert(saved_model_dir: Path) -> bytes:
+    """The SavedModel's serving signature as a LiteRT (TFLite) flatbuffer, float32."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(saved_model_dir), signature_keys=[SIGNATURE]
+    )
+    return bytes(converter.convert())
+
+
+def litert_agreement(
+    saved_model_dir: Path, litert_path: Path, batches: dict[str, NDArray[np.float32]]
+) -> Agreement:
+    """How the LiteRT model's outputs compare with the SavedModel signature's on `batches`."""
+    runner = Interpreter(model_path=str(litert_path)).get_signature_runner(SIGNATURE)
+    reference = outputs_on(saved_model_predictor(saved_model_dir), batches)
+    converted = outputs_on(lambda pixels: runner(**{INPUT_NAME: pixels})[OUTPUT_NAME], batches)
+    return compare_runs(reference, converted, against="the SavedModel's")
+
+
 def export_model(
     model: keras.Model,
     *,
@@ -89,13 +158,17 @@ def export_model(
     staging = model_root / f".tmp-{uuid.uuid4().hex}"
     try:
         write_saved_model(model, staging)
+        spec = image_input_spec(model.input_shape[1:3], model.input_shape[3])
+        artifacts = dict(ARTIFACTS)
+        if write_litert_model(staging, spec, test.images[:CHECKED_TEST_IMAGES]):
+            artifacts[LITERT_MODEL_ROLE] = LITERT_MODEL_FILENAME
         model.save(staging / ARTIFACTS["keras_model"])
         history_text = json.dumps(history, indent=2) + "\n"
         (staging / ARTIFACTS["history"]).write_text(history_text, encoding="utf-8")
         evaluation = evaluate_saved_model(staging, test, class_names)
         plot_training_history(history, staging / ARTIFACTS["training_plot"], title=name)
         plot_confusion_matrix(evaluation, staging / ARTIFACTS["confusion_plot"], title=name)
-        return _publish(staging, model_root, lambda v: make_card(v, evaluation, ARTIFACTS))
+        return _publish(staging, model_root, lambda v: make_card(v, evaluation, artifacts))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

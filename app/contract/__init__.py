@@ -2,6 +2,8 @@
 
 - `model_card`: what an exported version is and how to serve it.
 - `classification`: the evaluation metrics both halves report.
+- `runtimes`: when a LiteRT conversion may serve in the SavedModel's place (the check
+  training's export and the service's load both run).
 - `images`, `digits`, `preprocessing`: how an image file becomes a model's input; training
   reads its files and the service reads uploads through the same functions.
 

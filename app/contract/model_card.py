@@ -9,6 +9,7 @@ the same `models/` tree:
 
     models/<name>/<version>/saved_model.pb, variables/   the SavedModel
                             model_card.json               this contract
+                            model.tflite                  LiteRT conversion of the SavedModel
                             model.keras                   for retraining
                             history.json, *.png           training record
 """
@@ -27,6 +28,11 @@ from app.contract.classification import EvaluationReport
 
 SCHEMA_VERSION: Literal[1] = 1
 MODEL_CARD_FILENAME = "model_card.json"
+LITERT_MODEL_FILENAME = "model.tflite"
+"""The SavedModel converted for LiteRT, which the service runs on CPU once it has checked
+that it agrees with the SavedModel (`app.contract.runtimes`)."""
+LITERT_MODEL_ROLE = "litert_model"
+"""Its role in the card's `artifacts`."""
 MODEL_NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 
 PreprocessingKind = Literal["mnist-digit", "resize"]

@@ -31,6 +31,7 @@ from app.protocols.inputs import (
     to_model_pixels,
 )
 from app.repository import ModelRepository, ModelState, ServedModel
+from app.schemas import RuntimeStatus
 
 TAG = "TensorFlow Serving REST API (/v1)"
 OPENAPI_TAG = {
@@ -68,10 +69,17 @@ class Status(BaseModel):
     error_message: str = Field(default="", description="Why the version failed to load")
 
 
+_RUNTIME_DESCRIPTION = (
+    "Not in TF Serving: what runs this version (LiteRT or the SavedModel) and why; "
+    "null until it is loaded"
+)
+
+
 class ModelVersionStatus(BaseModel):
     version: str = Field(examples=["1"])
     state: Literal["START", "LOADING", "AVAILABLE", "UNLOADING", "END"]
     status: Status
+    runtime: RuntimeStatus | None = Field(default=None, description=_RUNTIME_DESCRIPTION)
 
 
 class StatusResponse(BaseModel):
@@ -114,6 +122,7 @@ class SignatureDefMap(BaseModel):
 
 class Metadata(BaseModel):
     signature_def: SignatureDefMap
+    runtime: RuntimeStatus | None = Field(default=None, description=_RUNTIME_DESCRIPTION)
 
 
 class MetadataResponse(BaseModel):
@@ -408,6 +417,7 @@ def _version_status(entry: ServedModel) -> ModelVersionStatus:
             error_code="UNKNOWN" if failed else "OK",
             error_message=(entry.error or "") if failed else "",
         ),
+        runtime=RuntimeStatus.of(entry.runtime_info),
     )
 
 
@@ -430,7 +440,8 @@ def _metadata(model: ServedModel) -> MetadataResponse:
     return MetadataResponse(
         model_spec=ModelSpec(name=model.name, version=str(model.version)),
         metadata=Metadata(
-            signature_def=SignatureDefMap(signature_def={card.signature_name: signature})
+            signature_def=SignatureDefMap(signature_def={card.signature_name: signature}),
+            runtime=RuntimeStatus.of(model.runtime_info),
         ),
     )
 

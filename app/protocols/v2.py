@@ -45,6 +45,7 @@ from app.protocols.inputs import (
     to_model_pixels,
 )
 from app.repository import ModelRepository, ModelState, ServedModel
+from app.runtime import RuntimeInfo
 
 TAG = "Open Inference Protocol V2 (/v2)"
 OPENAPI_TAG = {
@@ -55,7 +56,8 @@ OPENAPI_TAG = {
 }
 EXTENSIONS = ["binary_tensor_data", "classification"]
 DIGIT_FOUND = "digit_found"
-PLATFORM = "tensorflow_savedmodel"
+PLATFORMS = {"savedmodel": "tensorflow_savedmodel", "litert": "litert_tflite"}
+"""`platform` by what runs the version, named `<runtime>_<format>` as Triton's are."""
 
 router = APIRouter(prefix="/v2", tags=[TAG])  # model endpoints
 health_router = APIRouter(prefix="/v2", tags=[TAG])  # server metadata and probes: always open
@@ -103,9 +105,20 @@ class TensorMetadata(BaseModel):
 class ModelMetadata(BaseModel):
     name: str = Field(examples=["mnist-mlp"])
     versions: list[str] = Field(description="Versions being served", examples=[["1"]])
-    platform: str = Field(examples=[PLATFORM])
+    platform: str = Field(
+        description="tensorflow_savedmodel, or litert_tflite when LiteRT runs the SavedModel's "
+        "conversion (checked at load to agree with it)",
+        examples=[PLATFORMS["litert"]],
+    )
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    parameters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Not in the protocol, which clients ignore: `runtime` (litert or "
+        "savedmodel), `runtime_source` (export or converted at load; LiteRT only) and "
+        "`runtime_reason`, why that runtime serves",
+        examples=[{"runtime": "litert", "runtime_source": "export", "runtime_reason": "..."}],
+    )
 
 
 class RequestInput(BaseModel):
@@ -241,13 +254,15 @@ async def model_version_ready(
 
 def _metadata(repository: ModelRepository, model: ServedModel) -> ModelMetadata:
     card = _card(model)
+    info = model.runtime_info
     spec = card.input
     return ModelMetadata(
         name=model.name,
         versions=[
             str(e.version) for e in repository.versions(model.name) if e.state is ModelState.READY
         ],
-        platform=PLATFORM,
+        platform=PLATFORMS[info.name if info else "savedmodel"],
+        parameters=_runtime_parameters(info),
         inputs=[
             TensorMetadata(
                 name=spec.tensor_name,
@@ -265,6 +280,13 @@ def _metadata(repository: ModelRepository, model: ServedModel) -> ModelMetadata:
             ),
         ],
     )
+
+
+def _runtime_parameters(info: RuntimeInfo | None) -> dict[str, str]:
+    if info is None:
+        return {}
+    source = {"runtime_source": info.litert_source} if info.litert_source else {}
+    return {"runtime": info.name, **source, "runtime_reason": info.reason}
 
 
 def _readiness(repository: ModelRepository, name: str, version: int | None) -> JSONResponse:

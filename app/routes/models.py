@@ -8,7 +8,7 @@ from app.contract.classification import EvaluationReport
 from app.deps import RepositoryDep
 from app.errors import ErrorResponse, ModelNotReady
 from app.repository import ModelRepository, ServedModel
-from app.schemas import ModelDetail, ModelList, ModelStatus, VersionStatus
+from app.schemas import ModelDetail, ModelList, ModelStatus, RuntimeStatus, VersionStatus
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
 
@@ -20,7 +20,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 @router.get("/models", response_model=ModelList, summary="List the served models")
 async def list_models(repository: RepositoryDep) -> ModelList:
-    """Every model found in the model directory, with its status, device, classes and input."""
+    """Every model found in the model directory: status, device, runtime, classes and input."""
     return ModelList(
         models=[model_status(repository, name) for name in repository.names()],
         error=repository.directory_problem(),
@@ -74,6 +74,7 @@ def model_status(repository: ModelRepository, name: str) -> ModelStatus:
         status=status,
         error=error,
         device=served.device.kind if served and served.device else None,
+        runtime=runtime_status(served) if served else None,
         class_names=card.class_names if card else [],
         input=card.input if card else None,
         versions=[version_status(v) for v in versions],
@@ -86,7 +87,13 @@ def version_status(entry: ServedModel) -> VersionStatus:
         status=str(entry.state),
         error=entry.error,
         device=entry.device.kind if entry.device else None,
+        runtime=runtime_status(entry),
         ready_seconds=entry.ready_seconds,
         card_name=entry.card_name,
         card_version=entry.card_version,
     )
+
+
+def runtime_status(entry: ServedModel) -> RuntimeStatus | None:
+    inline = entry.batcher.inline_max_images if entry.batcher is not None else 0
+    return RuntimeStatus.of(entry.runtime_info, inline)

@@ -50,12 +50,22 @@ async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 ServeFn = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
+@pytest.fixture(scope="session")
+def runtime_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LiteRT conversions made at load go here, never into the user's own cache."""
+    return tmp_path_factory.mktemp("runtime-cache")
+
+
 @pytest.fixture
-def serve(tiny_model_dir: Path) -> ServeFn:
+def serve(tiny_model_dir: Path, runtime_cache_dir: Path) -> ServeFn:
     """`async with serve(**setting_overrides) as client:`; tiny models by default."""
 
     def start(**overrides: object) -> AbstractAsyncContextManager[httpx.AsyncClient]:
-        values: dict[str, object] = {"model_dir": tiny_model_dir, **overrides}
+        values: dict[str, object] = {
+            "model_dir": tiny_model_dir,
+            "runtime_cache_dir": runtime_cache_dir,
+            **overrides,
+        }
         return serving(Settings(**values))  # type: ignore[arg-type]
 
     return start

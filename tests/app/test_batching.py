@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from app.batching import MicroBatcher
+from app.batching import MicroBatcher, inline_limit
 from app.errors import InferenceFailed
 
 pytestmark = pytest.mark.anyio
@@ -40,6 +40,7 @@ async def started(model: RecordingModel, **kwargs: float) -> MicroBatcher:
         max_batch_size=int(kwargs.get("max_batch_size", 32)),
         max_wait_seconds=kwargs.get("max_wait_seconds", 0.05),
         name="test",
+        inline_max_images=int(kwargs.get("inline_max_images", 0)),
     )
     batcher.start()
     return batcher
@@ -159,3 +160,88 @@ async def test_submit_after_stop_is_refused() -> None:
     await batcher.stop()
     with pytest.raises(InferenceFailed, match="not running"):
         await batcher.submit(images(1))
+
+
+async def test_a_small_request_to_an_idle_batcher_runs_inline_on_the_event_loop() -> None:
+    model = RecordingModel()
+    batcher = await started(model, inline_max_images=2, max_wait_seconds=0.0)
+    result = await batcher.submit(images(3, 4))
+    assert model.threads == {threading.current_thread().name}
+    assert result[:, 0].tolist() == [3, 4]
+    assert batcher.stats.batches == 1 and batcher.stats.images == 2
+    await batcher.stop()
+
+
+async def test_a_request_over_the_inline_limit_goes_to_the_inference_thread() -> None:
+    model = RecordingModel()
+    batcher = await started(model, inline_max_images=2, max_wait_seconds=0.0)
+    await batcher.submit(images(1, 2, 3))
+    await batcher.stop()
+    assert threading.current_thread().name not in model.threads
+
+
+async def test_under_load_requests_queue_for_the_thread_instead_of_running_inline() -> None:
+    # The first request finds the batcher idle but is too big to run inline; while it
+    # runs on the thread, small requests arrive, find the batcher busy and form one
+    # batch on the thread: the loop never runs the model while the thread does.
+    model = RecordingModel(delay=0.1)
+    batcher = await started(model, inline_max_images=1, max_wait_seconds=0.0)
+    first = asyncio.ensure_future(batcher.submit(images(0, 0)))
+    await asyncio.sleep(0.03)
+    rest = await asyncio.gather(*(batcher.submit(images(i)) for i in range(1, 4)))
+    await first
+    assert model.batch_sizes == [2, 3]
+    assert threading.current_thread().name not in model.threads
+    assert [float(r[0, 0]) for r in rest] == [1, 2, 3]
+    await batcher.stop()
+
+
+async def test_an_inline_failure_fails_that_request_and_the_next_is_served() -> None:
+    calls = 0
+
+    def flaky(pixels: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        if calls == 2:
+            return pixels[:0].reshape(0, 1)  # no rows: the wrong count
+        return pixels.reshape(len(pixels), -1)[:, :1]
+
+    batcher = MicroBatcher(
+        flaky, max_batch_size=8, max_wait_seconds=0.0, name="flaky", inline_max_images=1
+    )
+    batcher.start()
+    with pytest.raises(InferenceFailed, match="boom"):
+        await batcher.submit(images(1))
+    with pytest.raises(InferenceFailed, match="one output per input"):
+        await batcher.submit(images(1))
+    recovered = await batcher.submit(images(7))
+    await batcher.stop()
+    assert float(recovered[0, 0]) == 7
+    assert calls == 3
+
+
+@pytest.mark.parametrize(
+    ("costs", "limit"),
+    [
+        ({1: 7e-6, 32: 41e-6}, 32),  # the MNIST MLP on LiteRT: every batch is cheap
+        ({1: 88e-6, 32: 3980e-6}, 1),  # the X-ray CNN: one image at most
+        ({1: 0.6e-3, 32: 1.2e-3}, 0),  # a SavedModel call: never inline
+        ({1: 20e-6, 32: 330e-6}, 9),  # 20 us + 10 us per further image: 9 fit in 100 us
+        ({}, 0),
+    ],
+)
+def test_the_inline_limit_is_the_largest_batch_warm_up_measured_as_cheap(
+    costs: dict[int, float], limit: int
+) -> None:
+    assert inline_limit(costs, max_seconds=100e-6) == limit
+
+
+async def test_a_configured_batch_wait_turns_inline_batches_off() -> None:
+    # The operator asked lone requests to wait for company: none runs on the loop.
+    model = RecordingModel()
+    batcher = await started(model, inline_max_images=2, max_wait_seconds=0.01)
+    await batcher.submit(images(1))
+    await batcher.stop()
+    assert threading.current_thread().name not in model.threads

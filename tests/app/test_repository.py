@@ -56,6 +56,9 @@ async def test_hot_reload_under_traffic_drops_no_request(
                     versions_seen.append((after_switch, response.json()["version"]))
                 else:
                     failures.append(response.text)
+                # In-process, a request the model answers inline never suspends; a real
+                # client waits on its socket here and lets the reload run.
+                await asyncio.sleep(0)
 
         streams = [asyncio.create_task(steady_traffic()) for _ in range(4)]
         await asyncio.sleep(0.3)

@@ -6,6 +6,8 @@ deterministic; tests that need right answers use the shipped models instead.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import numpy as np
 
 from app.contract.classification import evaluate_probabilities
 from app.contract.model_card import (
+    LITERT_MODEL_FILENAME,
+    LITERT_MODEL_ROLE,
     DataSource,
     InputSpec,
     ModelCard,
@@ -21,7 +25,7 @@ from app.contract.model_card import (
     PreprocessingKind,
     TrainingRecord,
 )
-from training.export import write_saved_model
+from training.export import write_litert_model, write_saved_model
 
 TINY_DIGITS = "tiny-digits"
 TINY_XRAY = "tiny-xray"
@@ -42,7 +46,12 @@ def build_tiny(input_shape: tuple[int, int, int], classes: int, seed: int) -> ke
 
 
 def tiny_card(
-    name: str, version: int, class_names: list[str], spec: InputSpec, kind: PreprocessingKind
+    name: str,
+    version: int,
+    class_names: list[str],
+    spec: InputSpec,
+    kind: PreprocessingKind,
+    artifacts: dict[str, str] | None = None,
 ) -> ModelCard:
     probabilities = np.full((len(class_names), len(class_names)), 1 / len(class_names))
     evaluation = evaluate_probabilities(list(range(len(class_names))), probabilities, class_names)
@@ -69,20 +78,47 @@ def tiny_card(
             duration_seconds=0.0,
         ),
         evaluation=evaluation,
+        artifacts=artifacts or {},
     )
 
 
-def export_tiny_digits(model_dir: Path, version: int = 1, seed: int = 1) -> Path:
-    target = model_dir / TINY_DIGITS / str(version)
-    write_saved_model(build_tiny((28, 28, 1), 10, seed), target)
+def write_tiny_version(
+    target: Path,
+    model: keras.Model,
+    card: ModelCard,
+    *,
+    litert: bool = True,
+) -> Path:
+    """A version folder as training exports it: SavedModel, model.tflite (unless
+    `litert=False`, as older exports are) and the card listing it."""
+    write_saved_model(model, target)
+    if litert and write_litert_model(target, card.input):
+        card = card.model_copy(update={"artifacts": {LITERT_MODEL_ROLE: LITERT_MODEL_FILENAME}})
+    card.write(target)
+    return target
+
+
+def export_tiny_digits(
+    model_dir: Path, version: int = 1, seed: int = 1, *, litert: bool = True
+) -> Path:
     spec = InputSpec(height=28, width=28, channels=1, color_mode="grayscale")
-    tiny_card(TINY_DIGITS, version, [str(d) for d in range(10)], spec, "mnist-digit").write(target)
-    return target
+    card = tiny_card(TINY_DIGITS, version, [str(d) for d in range(10)], spec, "mnist-digit")
+    model = build_tiny((28, 28, 1), 10, seed)
+    return write_tiny_version(model_dir / TINY_DIGITS / str(version), model, card, litert=litert)
 
 
-def export_tiny_xray(model_dir: Path, version: int = 1, seed: int = 2) -> Path:
-    target = model_dir / TINY_XRAY / str(version)
-    write_saved_model(build_tiny((XRAY_SIZE, XRAY_SIZE, 1), 2, seed), target)
+def export_tiny_xray(
+    model_dir: Path, version: int = 1, seed: int = 2, *, litert: bool = True
+) -> Path:
     spec = InputSpec(height=XRAY_SIZE, width=XRAY_SIZE, channels=1, color_mode="grayscale")
-    tiny_card(TINY_XRAY, version, ["NORMAL", "PNEUMONIA"], spec, "resize").write(target)
-    return target
+    card = tiny_card(TINY_XRAY, version, ["NORMAL", "PNEUMONIA"], spec, "resize")
+    model = build_tiny((XRAY_SIZE, XRAY_SIZE, 1), 2, seed)
+    return write_tiny_version(model_dir / TINY_XRAY / str(version), model, card, litert=litert)
+
+
+def give_foreign_litert_model(version_dir: Path, seed: int = 99) -> None:
+    """Replace a tiny-digits version's model.tflite by another tiny model's of the same
+    shapes: a stale or wrong conversion, which the load-time check must refuse."""
+    with tempfile.TemporaryDirectory() as scratch:
+        other = export_tiny_digits(Path(scratch), seed=seed)
+        shutil.copyfile(other / LITERT_MODEL_FILENAME, version_dir / LITERT_MODEL_FILENAME)

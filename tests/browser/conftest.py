@@ -64,7 +64,12 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The shipped models behind a real server: the tests need a trained digit model."""
     if not (SHIPPED_MODELS / DIGIT_MODEL).is_dir():
         unavailable(f"the shipped digit model is missing: {SHIPPED_MODELS / DIGIT_MODEL}")
-    server = start_server(SHIPPED_MODELS, tmp_path_factory.mktemp("ui-server") / "server.log")
+    folder = tmp_path_factory.mktemp("ui-server")
+    # Conversions at load (a shipped model exported without model.tflite) stay in the test.
+    cache = str(folder / "runtime-cache")
+    server = start_server(
+        SHIPPED_MODELS, folder / "server.log", VISION_SERVING_RUNTIME_CACHE_DIR=cache
+    )
     yield server
     stop_server(server)
 

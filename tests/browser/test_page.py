@@ -154,7 +154,10 @@ def test_digits_drawn_on_the_canvas_are_read(page: Page) -> None:
 def test_model_panel_shows_card_recorded_evaluation_and_training_curves(
     page: Page, ui_server: LiveServer
 ) -> None:
-    card = httpx.get(f"{ui_server.url}/api/v1/models/{DIGIT_MODEL}").json()["card"]
+    detail = httpx.get(f"{ui_server.url}/api/v1/models/{DIGIT_MODEL}").json()
+    card, runtime = detail["card"], detail["runtime"]
+    runtime_name = {"litert": "LiteRT", "savedmodel": "the SavedModel"}[runtime["name"]]
+    expect(page.locator("#model-status")).to_contain_text(f"run by {runtime_name}")
     panel = page.locator("#model-panel")
     expect(panel.locator("table.confusion")).to_be_hidden()
     page.get_by_text("Model card, test evaluation and training curves").click()
@@ -168,6 +171,9 @@ def test_model_panel_shows_card_recorded_evaluation_and_training_curves(
     expect(panel.locator("table.per-class tbody tr")).to_have_count(10)
     expect(panel.locator("dl.facts")).to_contain_text("mnist-digit")
     expect(panel.locator("table.counts")).to_contain_text("test")
+    runtime_fact = panel.locator("dl.facts dt:text-is('Runtime') + dd")
+    expect(runtime_fact).to_contain_text(runtime_name)
+    expect(runtime_fact).to_contain_text(runtime["reason"])
     plot = page.locator("#training-plot")
     expect(plot).to_be_visible()
     expect(plot).to_have_attribute(

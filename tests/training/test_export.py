@@ -1,14 +1,23 @@
-"""Atomic, versioned export in TensorFlow Serving's layout, with exactly one signature."""
+"""Atomic, versioned export in TensorFlow Serving's layout, with exactly one signature and
+the LiteRT model checked against it."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
+from app.contract.model_card import LITERT_MODEL_FILENAME, LITERT_MODEL_ROLE, InputSpec, ModelCard
+from tests.app.tiny_models import tiny_card
+from training import export
 from training.architectures import build_mnist_mlp
+from training.data import LabelledArrays
+from training.evaluate import predict_with_saved_model
 from training.export import existing_versions, export_model, next_version, write_saved_model
 
 
@@ -40,8 +49,6 @@ def test_saved_model_signature_names(tmp_path: Path) -> None:
 
 
 def test_failed_export_leaves_no_folder_behind(tmp_path: Path) -> None:
-    from training.data import LabelledArrays
-
     def broken_card(*_: object) -> None:
         raise RuntimeError("card failed")
 
@@ -59,3 +66,60 @@ def test_failed_export_leaves_no_folder_behind(tmp_path: Path) -> None:
             make_card=broken_card,  # type: ignore[arg-type]
         )
     assert list((tmp_path / "mnist-mlp").iterdir()) == []
+
+
+def export_untrained_mlp(model_dir: Path) -> Path:
+    test = LabelledArrays(
+        images=np.random.default_rng(1).uniform(0, 255, (6, 28, 28, 1)).astype(np.float32),
+        labels=np.arange(6, dtype=np.int64),
+    )
+    spec = InputSpec(height=28, width=28, channels=1, color_mode="grayscale")
+    digits = [str(d) for d in range(10)]
+
+    def make_card(version: int, _: object, artifacts: dict[str, str]) -> ModelCard:
+        return tiny_card("mnist-mlp", version, digits, spec, "mnist-digit", artifacts)
+
+    return export_model(
+        build_mnist_mlp(),
+        model_dir=model_dir,
+        name="mnist-mlp",
+        history={"loss": [1.0]},
+        test=test,
+        class_names=digits,
+        make_card=make_card,
+    )
+
+
+def test_export_writes_a_litert_model_that_answers_as_the_saved_model(tmp_path: Path) -> None:
+    version_dir = export_untrained_mlp(tmp_path)
+    card = ModelCard.read(version_dir)
+    assert card.artifacts[LITERT_MODEL_ROLE] == LITERT_MODEL_FILENAME == "model.tflite"
+    assert card.artifacts["keras_model"] == "model.keras"
+    runner = Interpreter(model_path=str(version_dir / LITERT_MODEL_FILENAME)).get_signature_runner(
+        "serving_default"
+    )
+    pixels = np.random.default_rng(2).uniform(0, 255, (5, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(
+        runner(pixels=pixels)["probabilities"],
+        predict_with_saved_model(version_dir, pixels),
+        atol=1e-5,
+    )
+    assert [p.name for p in tmp_path.joinpath("mnist-mlp").iterdir()] == ["1"]
+
+
+def test_a_conversion_that_disagrees_is_not_exported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = tmp_path / "other"
+    keras.utils.set_random_seed(7)
+    write_saved_model(build_mnist_mlp(), other)
+    foreign = export.convert_to_litert(other)
+    monkeypatch.setattr(export, "convert_to_litert", lambda _: foreign)
+    with caplog.at_level(logging.WARNING, logger="training.export"):
+        version_dir = export_untrained_mlp(tmp_path / "models")
+    assert not (version_dir / LITERT_MODEL_FILENAME).exists()
+    assert LITERT_MODEL_ROLE not in ModelCard.read(version_dir).artifacts
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(
+        "model.tflite not exported: LiteRT output differs from the SavedModel's by "
+    )

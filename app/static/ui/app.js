@@ -5,6 +5,8 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const KEY_STORAGE = "vision-serving-api-key";
+  const RUNTIME_NAMES = { litert: "LiteRT", savedmodel: "the SavedModel" };
+  const RUNTIME_SOURCES = { export: "model.tflite from the export", "converted at load": "converted at load" };
   const state = {
     models: [],
     name: null,
@@ -135,7 +137,8 @@
       renderCard(null);
       return;
     }
-    status.textContent = `${name} version ${entry.version} is ready on ${entry.device || "the server"}.`;
+    const runtime = entry.runtime ? `, run by ${RUNTIME_NAMES[entry.runtime.name] || entry.runtime.name}` : "";
+    status.textContent = `${name} version ${entry.version} is ready on ${entry.device || "the server"}${runtime}.`;
     let detail;
     try {
       detail = await getJson(modelUrl(name));
@@ -147,13 +150,13 @@
     showPageError(null);
     state.card = detail.card;
     state.version = detail.version;
-    renderCard(detail.card);
+    renderCard(detail.card, detail.runtime);
     loadPlot(name, detail.version, seq);
   }
 
   // Model panel -----------------------------------------------------------------------
 
-  function renderCard(card) {
+  function renderCard(card, runtime) {
     $("model-description").textContent = card ? card.description : "";
     const limits = $("limitations");
     limits.hidden = !(card && card.limitations);
@@ -163,14 +166,23 @@
     $("archive-hint").textContent = card
       ? `Folders named ${card.class_names.join(", ")}, e.g. ${card.class_names[0]}/image.png.`
       : "";
-    $("card").replaceChildren(...(card ? cardFacts(card) : [el("p", { class: "muted" }, "No card.")]));
+    $("card").replaceChildren(
+      ...(card ? cardFacts(card, runtime) : [el("p", { class: "muted" }, "No card.")]),
+    );
     $("recorded-evaluation").replaceChildren(card ? evaluationView(card.evaluation) : "");
     const plot = $("training-plot");
     plot.hidden = true;
     $("training-caption").textContent = card ? "Loading…" : "";
   }
 
-  function cardFacts(card) {
+  // What runs the served version, and why (chosen and checked by the server at load).
+  function runtimeFact(runtime) {
+    if (!runtime) return "unknown";
+    const source = runtime.source ? ` (${RUNTIME_SOURCES[runtime.source] || runtime.source})` : "";
+    return `${RUNTIME_NAMES[runtime.name] || runtime.name}${source}: ${runtime.reason}`;
+  }
+
+  function cardFacts(card, runtime) {
     const t = card.training;
     const shape = `${card.input.height}×${card.input.width}×${card.input.channels}`;
     const weights = t.class_weights
@@ -193,6 +205,7 @@
       ["Validation", t.validation],
       ["Class weights", weights],
       ["Data", t.data.name],
+      ["Runtime", runtimeFact(runtime)],
     ];
     const list = el("dl", { class: "facts" }, facts.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     return [list, countsTable(t.data.counts, card.class_names)];

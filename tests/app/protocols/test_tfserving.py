@@ -57,10 +57,17 @@ async def test_version_status(mixed: Served) -> None:
     ready = await mixed.client.get(f"{DIGITS}/versions/2")
     failed = await mixed.client.get(f"{DIGITS}/versions/3")
     missing = await mixed.client.get(f"{DIGITS}/versions/9")
-    assert ready.json()["model_version_status"] == [
-        {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-    ]
+    [status] = ready.json()["model_version_status"]
+    runtime = status.pop("runtime")  # not TF Serving's: an extra field, as clients allow
+    assert status == {
+        "version": "2",
+        "state": "AVAILABLE",
+        "status": {"error_code": "OK", "error_message": ""},
+    }
+    assert (runtime["name"], runtime["source"]) == ("litert", "export")
+    assert runtime["reason"].startswith("model.tflite from the export agrees with the SavedModel")
     assert failed.json()["model_version_status"][0]["state"] == "END"
+    assert failed.json()["model_version_status"][0]["runtime"] is None
     assert missing.status_code == 404
     assert missing.json()["error"].startswith("Could not find version 9 of model tiny-digits")
 
@@ -80,7 +87,10 @@ async def test_metadata_mirrors_tf_serving_signature_def(served: Served) -> None
     def shape(*sizes: int) -> dict[str, Any]:
         return {"dim": [{"size": str(s), "name": ""} for s in sizes], "unknown_rank": False}
 
-    assert response.json() == {
+    body = response.json()
+    runtime = body["metadata"].pop("runtime")  # not TF Serving's: an extra metadata field
+    assert (runtime["name"], runtime["source"]) == ("litert", "export")
+    assert body == {
         "model_spec": {"name": "tiny-digits", "signature_name": "", "version": "1"},
         "metadata": {
             "signature_def": {

@@ -111,10 +111,13 @@ async def test_server_not_ready_is_503_with_the_reason(mixed: Served) -> None:
 async def test_model_metadata(served: Served, mixed: Served) -> None:
     digits = (await served.client.get(DIGITS)).json()
     xray = (await served.client.get("/v2/models/tiny-xray/versions/1")).json()
+    parameters = digits.pop("parameters")  # not the protocol's; clients ignore it
+    assert (parameters["runtime"], parameters["runtime_source"]) == ("litert", "export")
+    assert parameters["runtime_reason"].startswith("model.tflite from the export agrees")
     assert digits == {
         "name": "tiny-digits",
         "versions": ["1"],
-        "platform": "tensorflow_savedmodel",
+        "platform": "litert_tflite",
         "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [-1, 28, 28, 1]}],
         "outputs": [
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
@@ -124,6 +127,18 @@ async def test_model_metadata(served: Served, mixed: Served) -> None:
     assert xray["inputs"][0]["shape"] == [-1, 32, 32, 1]
     assert xray["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}]
     assert (await mixed.client.get(f"{DIGITS}/versions/2")).json()["versions"] == ["1", "2"]
+
+
+async def test_model_metadata_names_the_saved_model_platform_when_it_serves(
+    serve: ServeFn,
+) -> None:
+    async with serve(runtime="savedmodel") as client:
+        metadata = (await client.get(DIGITS)).json()
+    assert metadata["platform"] == "tensorflow_savedmodel"
+    assert metadata["parameters"] == {
+        "runtime": "savedmodel",
+        "runtime_reason": "VISION_SERVING_RUNTIME=savedmodel",
+    }
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from app.contract.model_card import ModelCard
+from app.contract.model_card import LITERT_MODEL_FILENAME, ModelCard
 from tests.app.conftest import ServeFn
+from tests.app.images import png
+from tests.app.tiny_models import TINY_DIGITS, give_foreign_litert_model
 
 pytestmark = pytest.mark.anyio
 
@@ -26,6 +28,8 @@ async def test_list_models_shows_status_device_classes_and_input(serve: ServeFn)
     recorded = digits["versions"][0]
     assert (recorded["card_name"], recorded["card_version"]) == ("tiny-digits", 1)
     assert digits["device"] == "cpu"
+    assert digits["runtime"] == digits["versions"][0]["runtime"]
+    assert (digits["runtime"]["name"], digits["runtime"]["source"]) == ("litert", "export")
     assert digits["class_names"] == [str(d) for d in range(10)]
     assert digits["input"]["height"] == 28 and digits["input"]["channels"] == 1
 
@@ -77,3 +81,52 @@ async def test_an_empty_model_list_says_why(serve: ServeFn, tiny_model_dir: Path
     assert listed["models"] == []
     assert listed["error"].startswith(f"{one_model} looks like one model's folder")
     assert ready.status_code == 503 and ready.json()["reasons"] == [listed["error"]]
+
+
+async def test_status_says_which_runtime_serves_each_version_and_why(
+    serve: ServeFn, model_dir_copy: Path, tmp_path: Path
+) -> None:
+    give_foreign_litert_model(model_dir_copy / TINY_DIGITS / "1")
+    (model_dir_copy / "tiny-xray" / "1" / LITERT_MODEL_FILENAME).unlink()
+    cache = tmp_path / "cache"
+    async with serve(model_dir=model_dir_copy, runtime_cache_dir=cache) as client:
+        models = {m["name"]: m for m in (await client.get("/api/v1/models")).json()["models"]}
+        detail = (await client.get(f"/api/v1/models/{TINY_DIGITS}")).json()
+    digits, xray = models[TINY_DIGITS]["runtime"], models["tiny-xray"]["runtime"]
+    assert detail["runtime"] == digits == models[TINY_DIGITS]["versions"][0]["runtime"]
+    assert (digits["name"], digits["source"]) == ("litert", "converted at load")
+    assert digits["reason"].startswith(
+        "model.tflite from the export is not used: LiteRT output differs from the SavedModel's"
+    )
+    assert (xray["name"], xray["source"]) == ("litert", "converted at load")
+    assert xray["reason"].startswith("model.tflite missing")
+    assert str(cache) in digits["reason"] and str(cache) in xray["reason"]
+    assert len(list(cache.iterdir())) == 2
+
+
+async def test_status_shows_the_saved_model_serving_when_litert_cannot(
+    serve: ServeFn, model_dir_copy: Path, tmp_path: Path
+) -> None:
+    (model_dir_copy / TINY_DIGITS / "1" / LITERT_MODEL_FILENAME).unlink()
+    unwritable = tmp_path / "a-file"
+    unwritable.write_text("not a folder")
+    async with serve(model_dir=model_dir_copy, runtime_cache_dir=unwritable) as client:
+        status = (await client.get(f"/api/v1/models/{TINY_DIGITS}")).json()
+        answer = await client.post(
+            f"/api/v1/models/{TINY_DIGITS}/predict", files={"files": ("d.png", png())}
+        )
+    assert status["status"] == "ready" and answer.status_code == 200
+    assert status["runtime"]["name"] == "savedmodel" and status["runtime"]["source"] is None
+    assert "cannot write a conversion into the cache folder" in status["runtime"]["reason"]
+    assert status["runtime"]["reason"].endswith("serving the SavedModel")
+
+
+async def test_status_says_how_large_a_batch_runs_inline(serve: ServeFn) -> None:
+    # The tiny model on LiteRT costs microseconds a batch: warm-up finds it cheaper than
+    # the thread hop. With the limit at 0 nothing runs inline.
+    async with serve() as client:
+        default = (await client.get(f"/api/v1/models/{TINY_DIGITS}")).json()["runtime"]
+    async with serve(inline_max_us=0) as client:
+        never = (await client.get(f"/api/v1/models/{TINY_DIGITS}")).json()["runtime"]
+    assert default["inline_max_images"] >= 1
+    assert never["inline_max_images"] == 0
