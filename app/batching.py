@@ -9,14 +9,17 @@ with load by themselves and an idle server adds at most `max_wait` to a request.
 A batch must return one output row per input row; if the model raises, or returns the
 wrong count, every request in that batch fails and the next batch starts afresh.
 
-Inline batches: a request that finds the batcher idle (nothing queued, nothing running)
-and is no larger than `inline_max_images` runs at once on the event loop instead. Handing
-a batch to the inference thread and back costs ~70 us of latency and ~60 us of CPU on the
-machines this was measured on (docs/performance.md); a model call that warm-up measured
-at a few microseconds (the MNIST MLP on LiteRT: ~7 us) is cheaper run where it is. Under
-load the loop finds the batcher busy and requests queue as before, and a model or batch
-over the limit always goes to the thread, so the loop is never blocked for long. A
-configured `max_wait` asks lone requests to wait for company, so it turns inline batches off.
+Inline batches: a request that finds its model idle (nothing queued or running on the
+thread, no other request for the model under way) and is no larger than
+`inline_max_images` runs at once on the event loop instead, after one turn of the loop.
+Handing a batch to the inference thread and back costs ~70 us of latency and ~60 us of
+CPU on the machines this was measured on (docs/performance.md); a model call that warm-up
+measured at a few microseconds (the MNIST MLP on LiteRT: ~7 us) is cheaper run where it
+is. Under load other requests are under way, and requests queue and batch on the thread
+as before: that also keeps uvloop serving every connection (always running inline, some
+connections waited ~0.5 s at 64 connections). A model or batch over the limit always goes
+to the thread, so the loop is never blocked for long. A configured `max_wait` asks lone
+requests to wait for company, so it turns inline batches off.
 """
 
 from __future__ import annotations
@@ -142,12 +145,22 @@ class MicroBatcher:
         _fail(pending, InferenceFailed(f"model {self.name} was unloaded before the request ran"))
         self._idle.set()  # nothing queued or running: a second stop has nothing to drain
 
-    async def submit(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Queue `[k, H, W, C]` pixels and wait for their `[k, classes]` probabilities."""
+    async def submit(
+        self, pixels: NDArray[np.float32], busy: Callable[[], bool] = lambda: False
+    ) -> NDArray[np.float32]:
+        """Queue `[k, H, W, C]` pixels and wait for their `[k, classes]` probabilities.
+
+        `busy` says whether other requests for the model are under way; a request runs
+        inline only when it is not, and the batcher is idle, after one turn of the loop.
+        """
         if self._worker is None:
             raise InferenceFailed(f"the batcher of model {self.name} is not running")
-        if self._idle.is_set() and len(pixels) <= self.inline_max_images:
-            return self._run_inline(pixels)
+        if self._idle.is_set() and len(pixels) <= self.inline_max_images and not busy():
+            # One turn of the loop first: requests that arrived meanwhile get to say they
+            # are there, and the loop never serves connections in long inline runs.
+            await asyncio.sleep(0)
+            if self._idle.is_set() and not busy():
+                return self._run_inline(pixels)
         future: asyncio.Future[NDArray[np.float32]] = asyncio.get_running_loop().create_future()
         self._idle.clear()
         self._queue.put_nowait(_Request(pixels=pixels, future=future))

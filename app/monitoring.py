@@ -7,7 +7,7 @@ per-request context variable, so no route has to know about metrics.
 
 Every answer on a model URL (`/api/v1/models/{name}/...`, `/v1/models/{name}...`,
 `/v2/models/{name}/...`) is counted under the model it names, 4xx and 503 included,
-whichever layer answered (route, fast lane, early admission, body limit, API key).
+whichever layer answered (route, early admission, body limit, API key).
 URLs are chosen by clients, so labels are bounded by what is on disk: a name the
 repository does not know is counted as `model="_unknown"` (never a model name: those
 are kebab-case), and `version` is the one the data plane resolved, else the URL's if

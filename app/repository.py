@@ -109,7 +109,7 @@ class ServedModel:
         """Queue `[k, H, W, C]` pixels on this model's batcher; `[k, classes]` back."""
         if self.batcher is None:
             raise ModelNotReady(f"model {self.name} version {self.version} is {self.state}")
-        return await self.batcher.submit(pixels)
+        return await self.batcher.submit(pixels, busy=lambda: self.in_flight > 1)
 
     async def unload(self) -> None:
         """Stop taking requests, let those in flight finish, then free the model.

@@ -245,3 +245,13 @@ async def test_a_configured_batch_wait_turns_inline_batches_off() -> None:
     await batcher.submit(images(1))
     await batcher.stop()
     assert threading.current_thread().name not in model.threads
+
+
+async def test_a_request_runs_on_the_thread_while_other_requests_are_under_way() -> None:
+    # Under load (other requests for the model between admission and answer) small
+    # requests batch on the inference thread too.
+    model = RecordingModel()
+    batcher = await started(model, inline_max_images=2, max_wait_seconds=0.0)
+    await batcher.submit(images(1), busy=lambda: True)
+    await batcher.stop()
+    assert threading.current_thread().name not in model.threads

@@ -170,6 +170,9 @@ def test_chest_xray_test_split_through_evaluate_equals_the_card(client: httpx.Cl
         f"{card.loss:.4f}, {card.confusion_matrix}"
     )
     assert served["errors"] == []
+    # The default runtime on CPU is LiteRT: the card's figures hold for it.
+    runtime = client.get("/api/v1/models/pneumonia-cnn").json()["runtime"]
+    assert (runtime["name"], runtime["source"]) == ("litert", "export")
     assert served["count"] == card.count
     assert served["confusion_matrix"] == card.confusion_matrix
     assert served["accuracy"] == card.accuracy
