@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -110,16 +111,30 @@ async def test_inference_runs_off_the_event_loop_thread() -> None:
     assert threading.current_thread().name not in model.threads
 
 
-async def test_a_failing_batch_fails_every_waiting_request_and_the_next_succeeds() -> None:
-    calls = 0
+class ScriptedModel:
+    """Misbehaves as scripted, one misbehaviour per call, then echoes like RecordingModel."""
 
-    def flaky(pixels: np.ndarray) -> np.ndarray:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("boom")
+    def __init__(self, *misbehaviours: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.calls = 0
+        self.misbehaviours = list(misbehaviours)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.misbehaviours:
+            return self.misbehaviours.pop(0)(pixels)
         return pixels.reshape(len(pixels), -1)[:, :1]
 
+
+def boom(pixels: np.ndarray) -> np.ndarray:
+    raise RuntimeError("boom")
+
+
+def no_rows(pixels: np.ndarray) -> np.ndarray:
+    return pixels[:0].reshape(0, 1)  # the wrong count
+
+
+async def test_a_failing_batch_fails_every_waiting_request_and_the_next_succeeds() -> None:
+    flaky = ScriptedModel(boom)
     batcher = MicroBatcher(flaky, max_batch_size=8, max_wait_seconds=0.05, name="flaky")
     batcher.start()
     outcomes = await asyncio.gather(
@@ -197,17 +212,7 @@ async def test_under_load_requests_queue_for_the_thread_instead_of_running_inlin
 
 
 async def test_an_inline_failure_fails_that_request_and_the_next_is_served() -> None:
-    calls = 0
-
-    def flaky(pixels: np.ndarray) -> np.ndarray:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("boom")
-        if calls == 2:
-            return pixels[:0].reshape(0, 1)  # no rows: the wrong count
-        return pixels.reshape(len(pixels), -1)[:, :1]
-
+    flaky = ScriptedModel(boom, no_rows)
     batcher = MicroBatcher(
         flaky, max_batch_size=8, max_wait_seconds=0.0, name="flaky", inline_max_images=1
     )
@@ -219,7 +224,7 @@ async def test_an_inline_failure_fails_that_request_and_the_next_is_served() -> 
     recovered = await batcher.submit(images(7))
     await batcher.stop()
     assert float(recovered[0, 0]) == 7
-    assert calls == 3
+    assert flaky.calls == 3
 
 
 @pytest.mark.parametrize(

@@ -216,6 +216,16 @@ def bad_request(message: str) -> dict[str, Any]:
     return {"error": message, "code": "bad_request"}
 
 
+_EMPTY_FILE_BOX = (
+    422,
+    invalid_request(
+        f"no file in the field 'files' (found an empty file input: no file was chosen): {_HOWTO}",
+        "body",
+        "files",
+    ),
+)
+
+
 # Answers the merge changed on purpose, each group with the answer it replaced.
 CHANGED: dict[str, tuple[int, dict[str, Any]]] = {
     # was: 422 "no form field 'files': send each image as a form field named 'files', ..."
@@ -237,24 +247,8 @@ CHANGED: dict[str, tuple[int, dict[str, Any]]] = {
             f"no field 'files' in the upload (the form is empty): {_HOWTO}", "body", "files"
         ),
     ),
-    "an empty file box (browsers send one for an unselected file input)": (
-        422,
-        invalid_request(
-            f"no file in the field 'files' (found an empty file input: no file was chosen): "
-            f"{_HOWTO}",
-            "body",
-            "files",
-        ),
-    ),
-    "two empty file boxes": (
-        422,
-        invalid_request(
-            f"no file in the field 'files' (found an empty file input: no file was chosen): "
-            f"{_HOWTO}",
-            "body",
-            "files",
-        ),
-    ),
+    "an empty file box (browsers send one for an unselected file input)": _EMPTY_FILE_BOX,
+    "two empty file boxes": _EMPTY_FILE_BOX,
     # was: 422 "Value error, Expected UploadFile, received: <class 'str'>"
     "a files part without filename": (422, invalid_request(_TEXT_IN_FILES, "body", "files", "0")),
     "a file and a text value in files": (
