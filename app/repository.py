@@ -436,8 +436,8 @@ class ModelRepository:
         entry.ready_seconds = time.perf_counter() - started
         entry.state = ModelState.READY
         logger.info(
-            "model %s version %s ready on %s in %.2f s; batches of up to %d images run "
-            "inline on the event loop when it is idle (warm-up: %s)",
+            "model %s version %s ready on %s in %.2f s; inline on the event loop while the "
+            "model is idle: batches of up to %d image(s) (warm-up: %s)",
             name,
             version,
             self.device.kind,
