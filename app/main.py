@@ -25,7 +25,7 @@ from app.limits import BodySizeLimit
 from app.monitoring import RequestMetricsMiddleware, ServingMetrics
 from app.protocols import tfserving, v2
 from app.repository import ModelRepository
-from app.routes import admin, artifacts, health, inference, models, monitoring, ui
+from app.routes import admin, health, inference, models, monitoring, plots, ui
 from app.security import require_admin, require_api_key
 from app.settings import Settings
 from app.tasks import cancel_and_wait
@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = [Depends(require_api_key)]
     app.include_router(inference.router, dependencies=protected)
     app.include_router(models.router, dependencies=protected)
-    app.include_router(artifacts.router, dependencies=protected)
+    app.include_router(plots.router, dependencies=protected)
     app.include_router(tfserving.router, dependencies=protected)
     app.include_router(v2.health_router)  # server metadata and probes stay open
     app.include_router(v2.router, dependencies=protected)

@@ -325,16 +325,6 @@ def test_roc_auc_matches_pair_counting_on_random_data() -> None:
         assert binary_roc_auc(y_true, scores) == pytest.approx(expected)
 
 
-def test_roc_auc_matches_scikit_learn_if_available() -> None:
-    sklearn_metrics = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(11)
-    y_true = rng.integers(0, 2, size=60)
-    y_true[:2] = [0, 1]
-    scores = np.round(rng.random(60), 1)
-    expected = sklearn_metrics.roc_auc_score(y_true, scores)
-    assert binary_roc_auc(y_true, scores) == pytest.approx(expected)
-
-
 # --- Cross-entropy ------------------------------------------------------------------------
 
 

@@ -31,6 +31,9 @@ from app.contract.digits import (
     to_white_on_black,
 )
 from app.contract.digits import _as_mnist_form as mnist_form_shortcut
+from app.contract.images import Upload
+from app.contract.model_card import InputSpec
+from app.contract.preprocessing import prepare_image
 from tests.app import digit_variants
 from tests.conftest import require_data, shipped_version
 
@@ -137,42 +140,40 @@ def test_fully_transparent_picture_is_blank() -> None:
     assert not normalize_digit(image).pixels.any()
 
 
-def test_palette_image_with_a_transparent_index_is_composited() -> None:
-    image = Image.new("P", (40, 40), 0)
-    image.putpalette([0, 0, 0, 10, 10, 10] + [0] * (256 - 2) * 3)
-    image.info["transparency"] = 0
-    image.paste(1, (15, 5, 25, 35))  # opaque near-black strokes on a transparent field
-    gray = to_grayscale(image)
-    assert gray[0, 0] == pytest.approx(255.0)
-    assert gray[20, 20] == pytest.approx(10.0, abs=1.0)
+MNIST_INPUT = InputSpec(height=28, width=28, channels=1, color_mode="grayscale")
 
 
-def test_sixteen_bit_grayscale_is_scaled_to_0_255() -> None:
-    wide = np.zeros((30, 30), dtype=np.uint16)
-    wide[5:25, 12:18] = 65535
-    wide[0, 0] = 32896  # 128 * 257
-    image = Image.fromarray(wide)
-    assert image.mode == "I;16"
-    gray = to_grayscale(image)
-    assert gray.dtype == np.float32
-    assert gray[10, 15] == pytest.approx(255.0)
-    assert gray[0, 0] == pytest.approx(128.0, abs=0.01)
-    assert gray[20, 2] == 0.0
+def served_digit(image: Image.Image, file_format: str = "PNG") -> NDArray[np.float32]:
+    """The model input the service makes of `image` uploaded as a `file_format` file."""
+    buffer = io.BytesIO()
+    image.save(buffer, file_format)
+    upload = Upload(filename=f"digit.{file_format.lower()}", data=buffer.getvalue())
+    return prepare_image(upload, MNIST_INPUT, "mnist-digit").pixels[:, :, 0]
 
 
-def test_floating_point_image_in_unit_range_is_scaled_to_0_255() -> None:
-    image = Image.fromarray(seven().astype(np.float32) / 255.0)
-    assert image.mode == "F"
-    np.testing.assert_allclose(to_grayscale(image), seven(), atol=1e-3)
+def test_a_palette_png_with_a_transparent_index_reads_as_its_strokes() -> None:
+    # Near-black strokes on a transparent field, as a drawing app exports them: the
+    # service composites them over white, so they read as the same digit drawn in ink.
+    strokes = Image.fromarray(255 - seven(size=40, top=8, left=10))
+    palette = strokes.convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+    transparent = palette.getpixel((0, 0))  # the background's index
+    palette.info["transparency"] = transparent
+    np.testing.assert_allclose(served_digit(palette), served_digit(strokes), atol=1.0)
 
 
-def test_sixteen_bit_digit_is_normalized_like_its_eight_bit_version() -> None:
-    eight = seven()
-    sixteen = Image.fromarray(eight.astype(np.uint16) * 257)
-    assert sixteen.mode == "I;16"
-    np.testing.assert_allclose(
-        normalize_digit(sixteen).pixels, normalize_digit(Image.fromarray(eight)).pixels, atol=0.01
-    )
+@pytest.mark.parametrize(
+    ("deep", "file_format"),
+    [
+        (Image.fromarray(seven().astype(np.uint16) * 257), "PNG"),  # 16-bit grayscale
+        (Image.fromarray(seven().astype(np.float32) / 255.0), "TIFF"),  # float in 0..1
+    ],
+    ids=["16-bit PNG", "float TIFF"],
+)
+def test_a_deep_digit_is_served_like_its_eight_bit_version(
+    deep: Image.Image, file_format: str
+) -> None:
+    eight_bit = served_digit(Image.fromarray(seven()))
+    np.testing.assert_allclose(served_digit(deep, file_format), eight_bit, atol=1.0)
 
 
 @pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I", "F", "La"])
