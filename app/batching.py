@@ -277,16 +277,11 @@ def inline_limit(costs: Mapping[int, float], max_seconds: float) -> int:
     sizes = sorted(costs)
     if not sizes or costs[sizes[0]] > max_seconds:
         return 0
-    limit = sizes[0]
     for small, large in itertools.pairwise(sizes):
-        per_image = max(costs[large] - costs[small], 0.0) / (large - small)
-        room = max_seconds - costs[small]
-        if costs[large] <= max_seconds:
-            limit = large
-            continue
-        limit = small + int(room / per_image) if per_image > 0 else large
-        break
-    return limit
+        if costs[large] > max_seconds:  # `small` fits, so the line between them rises
+            per_image = (costs[large] - costs[small]) / (large - small)
+            return small + int((max_seconds - costs[small]) / per_image)
+    return sizes[-1]
 
 
 def _as_serving_error(error: Exception, name: str) -> ServingError:

@@ -34,9 +34,10 @@ LITERT_THREADS = 1
 """Threads of each LiteRT interpreter. Measured on this project's 2-core machine, the
 shipped models' LiteRT conversions (XNNPACK), median of 5 rounds, 1 vs 2 threads:
 MNIST MLP 6.3 vs 9.0 us at batch 1 and 39 vs 73 us at batch 32; pneumonia CNN 88 vs
-150 us at batch 1 and 1.4-1.6 vs 1.6-2.5 ms at batch 16. A second thread never paid:
-these models are too small to split, and the other core is busy with the event loop
-(or a second worker process)."""
+150 us at batch 1 and 1.4-1.6 vs 1.6-2.5 ms at batch 16, while the machine was busy.
+On a quiet machine 2 threads run the CNN alone ~1.9x faster at batch 8-16
+(docs/performance.md, the raw model); in the service the other core is busy decoding
+X-rays and running the event loop (or a second worker process), so one is kept."""
 
 _MISSING = f"{LITERT_MODEL_FILENAME} missing (an older export, or a SavedModel made elsewhere)"
 

@@ -91,12 +91,11 @@ def compare_runs(
     images, largest = 0, 0.0
     for name, expected in reference.items():
         actual = candidate[name]
-        problem = compare_outputs(expected, actual, against=against)
-        if problem is not None:
-            largest = max(largest, _max_difference(expected, actual))
-            return Agreement(images + len(expected), largest, f"{problem} on the {name} input")
         images += len(expected)
         largest = max(largest, _max_difference(expected, actual))
+        problem = compare_outputs(expected, actual, against=against)
+        if problem is not None:
+            return Agreement(images, largest, f"{problem} on the {name} input")
     return Agreement(images, largest, None)
 
 
