@@ -1,4 +1,4 @@
-"""Model builders: the two shipped models and the chapter's classic CNNs.
+"""The chapter's classic CNNs (LeNet-5, AlexNet, VGG-16), for the recipes to build on.
 
 Every model takes raw 0..255 pixels and scales them itself with a `Rescaling` layer, so
 the exported SavedModel needs no preprocessing beyond resizing, and training and serving
@@ -7,59 +7,12 @@ cannot drift apart. Builders only build; compiling belongs to `training.fit`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import keras
 from keras import layers
 
 
 def _pixels_input(shape: tuple[int, int, int]) -> list[keras.layers.Layer]:
     return [keras.Input(shape=shape, name="pixels"), layers.Rescaling(1.0 / 255, name="scale")]
-
-
-def build_mnist_mlp(
-    hidden_units: Sequence[int] = (128, 60), dropout: float = 0.0, num_classes: int = 10
-) -> keras.Model:
-    """Flatten -> Dense 128 relu -> [Dropout] -> Dense 60 relu -> Dense 10 softmax.
-
-    `dropout` > 0 adds one Dropout layer after the first hidden layer (the chapter's 0.2).
-    """
-    stack = [*_pixels_input((28, 28, 1)), layers.Flatten(name="flatten")]
-    for index, units in enumerate(hidden_units):
-        stack.append(layers.Dense(units, activation="relu", name=f"hidden_{index + 1}"))
-        if index == 0 and dropout > 0:
-            stack.append(layers.Dropout(dropout, name="dropout"))
-    stack.append(layers.Dense(num_classes, activation="softmax", name="probabilities"))
-    return keras.Sequential(stack, name="mnist_mlp")
-
-
-def build_pneumonia_cnn(
-    image_size: tuple[int, int] = (128, 128),
-    channels: int = 1,
-    num_classes: int = 2,
-    dropout: float = 0.0,
-) -> keras.Model:
-    """Conv 32 -> MaxPool -> Conv 64 -> MaxPool -> Conv 128 -> Dense 128 -> 2.
-
-    All three convolutions are 3x3, stride 2, relu, as in the chapter (whose 1024x1024
-    input needed the strides); here at a CPU-practical input size. `dropout` > 0 adds one
-    Dropout layer between Flatten and the Dense 128 layer (which holds most parameters).
-    """
-    return keras.Sequential(
-        [
-            *_pixels_input((*image_size, channels)),
-            layers.Conv2D(32, 3, strides=2, activation="relu", name="conv_1"),
-            layers.MaxPooling2D(2, name="pool_1"),
-            layers.Conv2D(64, 3, strides=2, activation="relu", name="conv_2"),
-            layers.MaxPooling2D(2, name="pool_2"),
-            layers.Conv2D(128, 3, strides=2, activation="relu", name="conv_3"),
-            layers.Flatten(name="flatten"),
-            *([layers.Dropout(dropout, name="dropout")] if dropout > 0 else []),
-            layers.Dense(128, activation="relu", name="dense"),
-            layers.Dense(num_classes, activation="softmax", name="probabilities"),
-        ],
-        name="pneumonia_cnn",
-    )
 
 
 def build_lenet5(

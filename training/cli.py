@@ -1,6 +1,7 @@
 """The `python -m training` / `vision-train` command line.
 
-    train {mnist-mlp,pneumonia-cnn}   train from scratch and export the next version
+    train MODEL                       train from scratch and export the next version
+                                      (one per recipe in training/recipes/)
     resume RUN_DIR                    continue an interrupted run, then export
     retrain VERSION_DIR --data PATH   train an exported version further on new data
     tune                              HParams grid search for the MNIST MLP
@@ -14,49 +15,20 @@ and exit status 2 (`main`); bugs keep their traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
-import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from training.recipes import MODEL_NAMES, XRAY_ARCHITECTURES, TrainRequest
+from training import flags
+from training.fit import FitSettings
+from training.recipes import RECIPES, Recipe, TrainRequest
 
 if TYPE_CHECKING:
     from app.contract.model_card import ModelCard
-
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "mnist-mlp": {
-        "epochs": 30,
-        "batch_size": 32,
-        "patience": 3,
-        "reduce_lr_patience": 2,
-        "dropout": 0.2,
-        "ema_momentum": 0.0,
-    },
-    # Chosen on the val/ split only; docs/training.md has the experiments and why.
-    "pneumonia-cnn": {
-        "epochs": 20,
-        "batch_size": 32,
-        "patience": 6,
-        "reduce_lr_patience": 2,
-        "dropout": 0.3,
-        "ema_momentum": 0.99,
-        "class_weight_power": 0.5,  # chosen on validation: docs/training.md
-    },
-}
-
-
-def _per_model(name: str) -> str:
-    """`mnist-mlp X, pneumonia-cnn Y`: a flag's per-model defaults for its help text."""
-    return ", ".join(f"{model} {values[name]}" for model, values in DEFAULTS.items())
-
-
-# The smallest input each X-ray network can take: below it a convolution or pooling layer
-# would get an empty image (pneumonia-cnn: three stride-2 convolutions and two poolings).
-MIN_IMAGE_SIZE = {"pneumonia-cnn": 53, "lenet5": 32, "alexnet": 67, "vgg16": 32}
 
 # What each command imports from the `training` extra (pyproject.toml), checked up front.
 TRAINING_EXTRA_MODULES = {
@@ -69,44 +41,6 @@ TRAINING_EXTRA_MODULES = {
 
 class UsageError(Exception):
     """A mistake in the command line or in the files it names; `main` prints it, exit 2."""
-
-
-def _integer(what: str, minimum: int) -> Callable[[str], int]:
-    """An argparse `type`: an integer >= `minimum`, else an error saying `must be <what>`."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-        return value
-
-    return parse
-
-
-def _number(what: str, accept: Callable[[float], bool]) -> Callable[[str], float]:
-    """An argparse `type`: a finite float that `accept`s, else `must be <what>`."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if not (math.isfinite(value) and accept(value)):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-        return value
-
-    return parse
-
-
-_positive_int = _integer("a positive integer", 1)
-_count = _integer("an integer >= 0", 0)
-_positive = _number("a number above 0", lambda value: value > 0)
-_non_negative = _number("a number >= 0", lambda value: value >= 0)
-_rate = _number("at least 0 and below 1", lambda value: 0 <= value < 1)
-_share = _number("above 0 and below 1", lambda value: 0 < value < 1)
 
 
 def _verbosity(text: str) -> int | None:
@@ -143,140 +77,120 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "train",
         help="train a model from scratch and export it as the next version",
         description="Train a model from scratch in a new run folder, evaluate it on the "
-        "test split and export it to MODEL_DIR/<model>/<next version>/.",
+        "test split and export it to MODEL_DIR/<model>/<next version>/. Each model has its "
+        "own flags and defaults: python -m training train MODEL --help.",
     )
-    train.add_argument("model", choices=MODEL_NAMES, help="which model to train")
-    train.add_argument(
-        "--data",
-        type=str,
-        default=None,
-        help="mnist-mlp: an .npz with x_train,y_train,x_test,y_test (and optionally "
-        "x_val,y_val); omitted: keras.datasets.mnist.load_data(), which needs internet. "
-        "pneumonia-cnn (required): "
-        "a folder with train/, val/, test/, each holding NORMAL/ and PNEUMONIA/ images",
+    models = train.add_subparsers(
+        dest="model", required=True, metavar="MODEL", help="the model to train (its recipe)"
     )
-    _add_output_flags(train)
-    train.add_argument(
+    for recipe in RECIPES.values():
+        _add_train_recipe(models, recipe)
+
+
+def _add_train_recipe(models: argparse._SubParsersAction, recipe: Recipe) -> None:
+    """`train <model>`: the flags every model shares, with the recipe's defaults, then its own."""
+    defaults = recipe.fit_defaults
+    parser = models.add_parser(recipe.name, help=recipe.summary, description=recipe.summary)
+    parser.add_argument("--data", type=str, default=None, help=recipe.data_help)
+    _add_output_flags(parser)
+    parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=flags.positive_int,
         default=None,
-        help=f"maximum epochs (default: {_per_model('epochs')})",
+        help=f"maximum epochs (default: {defaults.epochs})",
     )
-    train.add_argument(
+    parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=flags.positive_int,
         default=None,
-        help=f"examples per training step (default: {_per_model('batch_size')})",
+        help=f"examples per training step (default: {defaults.batch_size})",
     )
-    train.add_argument(
-        "--optimizer", default="adam", help="Keras optimizer name, e.g. adam, sgd (default: adam)"
+    parser.add_argument(
+        "--optimizer",
+        default=None,
+        help=f"Keras optimizer name, e.g. adam, sgd (default: {defaults.optimizer})",
     )
-    train.add_argument(
+    parser.add_argument(
         "--learning-rate",
-        type=_positive,
-        default=1e-3,
-        help="optimizer step size (default: 0.001)",
+        type=flags.positive,
+        default=None,
+        help=f"optimizer step size (default: {defaults.learning_rate})",
     )
-    train.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
-    train.add_argument(
+    parser.add_argument(
+        "--seed", type=int, default=None, help=f"random seed (default: {defaults.seed})"
+    )
+    parser.add_argument(
         "--early-stopping",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="stop when validation loss stops improving (default: on)",
+        default=None,
+        help="stop when validation loss stops improving "
+        f"(default: {'on' if defaults.early_stopping else 'off'})",
     )
-    train.add_argument(
+    parser.add_argument(
         "--patience",
-        type=_count,
+        type=flags.count,
         default=None,
         help="epochs without validation-loss improvement before stopping "
-        f"(default: {_per_model('patience')})",
+        f"(default: {defaults.patience})",
     )
-    train.add_argument(
+    parser.add_argument(
         "--reduce-lr-patience",
-        type=_count,
+        type=flags.count,
         default=None,
         help="halve the learning rate after this many epochs without validation-loss "
-        f"improvement; 0 to keep it fixed (default: {_per_model('reduce_lr_patience')})",
+        f"improvement; 0 to keep it fixed (default: {defaults.reduce_lr_patience or 0})",
     )
-    train.add_argument(
+    parser.add_argument(
         "--ema-momentum",
-        type=_rate,
+        type=flags.rate,
         default=None,
         help="keep an exponential moving average of the weights with this momentum "
         "(Adam use_ema) and validate, checkpoint and export the averages; 0 for plain "
-        f"weights (default: {_per_model('ema_momentum')})",
+        f"weights (default: {defaults.ema_momentum or 0})",
     )
-    train.add_argument(
+    parser.add_argument(
         "--restore-best",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=None,
         help="export the weights of the epoch with the lowest validation loss, not the last "
-        "(default: on)",
+        f"(default: {'on' if defaults.restore_best else 'off'})",
     )
-    mnist = train.add_argument_group("mnist-mlp")
-    mnist.add_argument(
-        "--validation-split",
-        type=_share,
-        default=0.3,
-        help="share of x_train held out for validation when the npz has no x_val "
-        "(default: 0.3, as in the chapter)",
+    recipe.add_option_flags(parser.add_argument_group(f"{recipe.name} options"))
+
+
+def train_request(args: argparse.Namespace) -> TrainRequest:
+    """The `train` command's request: the flags given, over the recipe's defaults."""
+    recipe = RECIPES[args.model]
+    given = {
+        name: getattr(args, name)
+        for name in (
+            "epochs",
+            "batch_size",
+            "optimizer",
+            "learning_rate",
+            "seed",
+            "early_stopping",
+            "patience",
+            "restore_best",
+            "reduce_lr_patience",
+            "ema_momentum",
+            "verbose",
+        )
+        if getattr(args, name) is not None
+    }
+    fit: FitSettings = dataclasses.replace(recipe.fit_defaults, **given)
+    # 0 on the command line turns these off, as None does in the settings
+    fit = dataclasses.replace(
+        fit,
+        reduce_lr_patience=fit.reduce_lr_patience or None,
+        ema_momentum=fit.ema_momentum or None,
     )
-    mnist.add_argument(
-        "--hidden-units",
-        type=_positive_int,
-        nargs="+",
-        default=[128, 60],
-        help="sizes of the relu hidden layers (default: 128 60)",
-    )
-    train.add_argument(
-        "--dropout",
-        type=_rate,
-        default=None,
-        help="dropout rate; 0 for none. mnist-mlp: after the first hidden layer; "
-        f"pneumonia-cnn: before its Dense 128 layer (default: {_per_model('dropout')})",
-    )
-    xray = train.add_argument_group("pneumonia-cnn")
-    xray.add_argument(
-        "--architecture",
-        choices=XRAY_ARCHITECTURES,
-        default="pneumonia-cnn",
-        help="network to train on the X-rays; the chapter's LeNet-5, AlexNet and VGG-16 are "
-        "selectable for experiments (default: pneumonia-cnn)",
-    )
-    xray.add_argument(
-        "--image-size",
-        type=_positive_int,
-        nargs=2,
-        default=[128, 128],
-        metavar=("HEIGHT", "WIDTH"),
-        help="input size the X-rays are resized to (default: 128 128; see docs/training.md)",
-    )
-    xray.add_argument(
-        "--channels",
-        type=int,
-        choices=(1, 3),
-        default=1,
-        help="1 = grayscale, 3 = RGB input (default: 1)",
-    )
-    xray.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="random shifts, zoom, rotation and contrast on training images (default: on)",
-    )
-    xray.add_argument(
-        "--class-weights",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="weight the loss by class to offset the NORMAL/PNEUMONIA imbalance (default: on)",
-    )
-    xray.add_argument(
-        "--class-weight-power",
-        type=_non_negative,
-        default=None,
-        help="class weights = (N / (2 * N_class)) ** POWER: 1 makes both classes count "
-        "equally, 0.5 takes the square root (a softer correction), 0 weights every image 1 "
-        f"(default: {DEFAULTS['pneumonia-cnn']['class_weight_power']})",
+    return TrainRequest(
+        model=recipe.name,
+        data=args.data,
+        model_dir=str(args.model_dir),
+        fit=fit,
+        options=recipe.options_from_flags(args),
     )
 
 
@@ -308,7 +222,7 @@ def _add_resume(commands: argparse._SubParsersAction) -> None:
     resume.add_argument("run_dir", type=Path, help="the run folder printed when the run began")
     resume.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=flags.positive_int,
         default=None,
         help="new total epoch count (default: the run's own)",
     )
@@ -336,11 +250,14 @@ def _add_retrain(commands: argparse._SubParsersAction) -> None:
         "--runs-dir", type=Path, default=Path("runs"), help="where run folders go (default: runs)"
     )
     retrain.add_argument(
-        "--epochs", type=_positive_int, default=None, help="maximum epochs (default: from the card)"
+        "--epochs",
+        type=flags.positive_int,
+        default=None,
+        help="maximum epochs (default: from the card)",
     )
     retrain.add_argument(
         "--learning-rate",
-        type=_positive,
+        type=flags.positive,
         default=None,
         help="optimizer step size (default: from the card)",
     )
@@ -370,14 +287,14 @@ def _add_tune(commands: argparse._SubParsersAction) -> None:
     )
     tune.add_argument(
         "--units",
-        type=_positive_int,
+        type=flags.positive_int,
         nargs="+",
         default=[16, 32],
         help="hidden units (default: 16 32)",
     )
     tune.add_argument(
         "--dropout",
-        type=_rate,
+        type=flags.rate,
         nargs="+",
         default=[0.1, 0.2],
         help="dropout rates (default: 0.1 0.2)",
@@ -386,14 +303,14 @@ def _add_tune(commands: argparse._SubParsersAction) -> None:
         "--optimizer", nargs="+", default=["adam", "sgd"], help="optimizers (default: adam sgd)"
     )
     tune.add_argument(
-        "--epochs", type=_positive_int, default=1, help="epochs per trial (default: 1)"
+        "--epochs", type=flags.positive_int, default=1, help="epochs per trial (default: 1)"
     )
     tune.add_argument(
-        "--batch-size", type=_positive_int, default=32, help="batch size (default: 32)"
+        "--batch-size", type=flags.positive_int, default=32, help="batch size (default: 32)"
     )
     tune.add_argument(
         "--validation-split",
-        type=_share,
+        type=flags.share,
         default=0.3,
         help="share of x_train held out to rank trials (default: 0.3)",
     )
@@ -430,42 +347,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "train":
         from training.pipeline import start_run
 
-        defaults = DEFAULTS[args.model]
-
-        def given_or_default(name: str) -> Any:
-            value = getattr(args, name)
-            return value if value is not None else defaults[name]
-
-        request = TrainRequest(
-            model=args.model,
-            data=args.data,
-            model_dir=str(args.model_dir),
-            epochs=given_or_default("epochs"),
-            batch_size=given_or_default("batch_size"),
-            optimizer=args.optimizer,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-            early_stopping=args.early_stopping,
-            patience=given_or_default("patience"),
-            restore_best=args.restore_best,
-            reduce_lr_patience=given_or_default("reduce_lr_patience") or None,
-            ema_momentum=given_or_default("ema_momentum") or None,
-            verbose=args.verbose,
-            validation_split=args.validation_split,
-            hidden_units=args.hidden_units,
-            dropout=given_or_default("dropout"),
-            architecture=args.architecture,
-            image_size=args.image_size,
-            channels=args.channels,
-            augment=args.augment,
-            class_weights=args.class_weights,
-            class_weight_power=(
-                args.class_weight_power
-                if args.class_weight_power is not None
-                else defaults.get("class_weight_power", 1.0)
-            ),
-        )
-        print(start_run(request, args.runs_dir).summary())
+        print(start_run(train_request(args), args.runs_dir).summary())
     elif args.command == "resume":
         from training.pipeline import resume_run
 
@@ -549,9 +431,13 @@ def check_arguments(args: argparse.Namespace) -> None:
     happens before a run folder is made.
     """
     if args.command == "train":
-        _check_optimizer(args.optimizer)
-        if args.model == "pneumonia-cnn":
-            _check_image_size(args.architecture, args.image_size)
+        request = train_request(args)
+        _check_optimizer(request.fit.optimizer)
+        recipe = RECIPES[args.model]
+        try:
+            recipe.check_options(recipe.options(request))
+        except ValueError as error:
+            raise UsageError(str(error)) from error
         _check_folder(args.model_dir, "--model-dir")
         _check_folder(args.runs_dir, "--runs-dir")
     elif args.command == "resume":
@@ -589,16 +475,6 @@ def _check_optimizer(name: str) -> None:
         raise UsageError(
             f"unknown optimizer {name!r} (a Keras optimizer name such as adam, sgd, rmsprop)"
         ) from error
-
-
-def _check_image_size(architecture: str, size: Sequence[int]) -> None:
-    smallest = MIN_IMAGE_SIZE[architecture]
-    if min(size) < smallest:
-        height, width = size
-        raise UsageError(
-            f"--image-size {height} {width} is too small for {architecture}: it needs at least "
-            f"{smallest}x{smallest}"
-        )
 
 
 def _check_folder(path: Path | None, flag: str) -> None:
@@ -673,8 +549,9 @@ def _check_run_dir(run_dir: Path) -> None:
             raise UsageError(f"{run_dir} holds run folders; did you mean {latest}?")
         raise UsageError(f"{run_dir} is not a run folder: it holds no {RUN_REQUEST}")
     try:
-        TrainRequest.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as error:  # not JSON; not the fields of a TrainRequest
+        request = TrainRequest.from_json(json.loads(path.read_text(encoding="utf-8")))
+        RECIPES[request.model].options(request)
+    except (ValueError, TypeError, KeyError) as error:  # not JSON; not a TrainRequest's fields
         raise UsageError(
             f"{path} cannot be resumed: it is not a run request this version of the training "
             f"code can read ({error})"

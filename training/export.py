@@ -18,12 +18,13 @@ without it, with a warning, and the service converts at load or serves the Saved
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -32,7 +33,6 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from numpy.typing import NDArray
 
-from app.contract.classification import EvaluationReport
 from app.contract.model_card import (
     LITERT_MODEL_FILENAME,
     LITERT_MODEL_ROLE,
@@ -40,15 +40,8 @@ from app.contract.model_card import (
     ModelCard,
 )
 from app.contract.runtimes import Agreement, check_inputs, compare_runs, outputs_on
-from training.data import LabelledArrays, image_input_spec
-from training.evaluate import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    SIGNATURE,
-    evaluate_saved_model,
-    saved_model_predictor,
-)
-from training.plots import plot_confusion_matrix, plot_training_history
+from training.data import image_input_spec
+from training.evaluate import INPUT_NAME, OUTPUT_NAME, SIGNATURE, saved_model_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +52,6 @@ ARTIFACTS = {
     "confusion_plot": "confusion.png",
 }
 CHECKED_TEST_IMAGES = 32  # real images join the contract's check inputs at export
-
-# Builds the card once the version and the SavedModel's evaluation are known.
-CardFactory = Callable[[int, EvaluationReport, dict[str, str]], ModelCard]
 
 
 def existing_versions(model_root: Path) -> list[int]:
@@ -138,47 +128,45 @@ def litert_agreement(
     return compare_runs(reference, converted, against="the SavedModel's")
 
 
-def export_model(
-    model: keras.Model,
-    *,
-    model_dir: Path,
-    name: str,
-    history: dict[str, list[float]],
-    test: LabelledArrays,
-    class_names: list[str],
-    make_card: CardFactory,
-) -> Path:
-    """Write every artefact of a new version atomically; return the version folder.
-
-    The card's evaluation is that of the written SavedModel on `test`, so the card
-    describes exactly what the service will load.
-    """
-    model_root = model_dir / name
+@contextlib.contextmanager
+def staging_folder(model_root: Path) -> Iterator[Path]:
+    """A hidden `.tmp-<uuid>` folder beside the versions, removed unless published."""
     model_root.mkdir(parents=True, exist_ok=True)
     staging = model_root / f".tmp-{uuid.uuid4().hex}"
+    staging.mkdir()
     try:
-        write_saved_model(model, staging)
-        spec = image_input_spec(model.input_shape[1:3], model.input_shape[3])
-        artifacts = dict(ARTIFACTS)
-        if write_litert_model(staging, spec, test.images[:CHECKED_TEST_IMAGES]):
-            artifacts[LITERT_MODEL_ROLE] = LITERT_MODEL_FILENAME
-        model.save(staging / ARTIFACTS["keras_model"])
-        history_text = json.dumps(history, indent=2) + "\n"
-        (staging / ARTIFACTS["history"]).write_text(history_text, encoding="utf-8")
-        evaluation = evaluate_saved_model(staging, test, class_names)
-        plot_training_history(history, staging / ARTIFACTS["training_plot"], title=name)
-        plot_confusion_matrix(evaluation, staging / ARTIFACTS["confusion_plot"], title=name)
-        return _publish(staging, model_root, lambda v: make_card(v, evaluation, artifacts))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already once published
 
 
-def _publish(staging: Path, model_root: Path, card_for: Callable[[int], ModelCard]) -> Path:
-    """Write the card and rename the staging folder to the next free version."""
+def write_serving_files(
+    model: keras.Model,
+    staging: Path,
+    *,
+    history: dict[str, list[float]],
+    check_images: NDArray[np.float32],
+) -> dict[str, str]:
+    """The SavedModel, its LiteRT conversion (when it agrees), `model.keras` and the
+    history; returns the artefacts by role for the card."""
+    write_saved_model(model, staging)
+    spec = image_input_spec(model.input_shape[1:3], model.input_shape[3])
+    artifacts = {role: ARTIFACTS[role] for role in ("keras_model", "history")}
+    if write_litert_model(staging, spec, check_images[:CHECKED_TEST_IMAGES]):
+        artifacts[LITERT_MODEL_ROLE] = LITERT_MODEL_FILENAME
+    model.save(staging / ARTIFACTS["keras_model"])
+    history_text = json.dumps(history, indent=2) + "\n"
+    (staging / ARTIFACTS["history"]).write_text(history_text, encoding="utf-8")
+    return artifacts
+
+
+def publish(staging: Path, card: ModelCard) -> Path:
+    """Write the card with the next free version number and rename the staging folder
+    to it, in one step a server watching the folder sees whole or not at all."""
+    model_root = staging.parent
     for _ in range(100):  # another exporter may take a number between our look and rename
         version = next_version(model_root)
-        card_for(version).write(staging)
+        card.model_copy(update={"version": version}).write(staging)
         target = model_root / str(version)
         if target.exists():
             continue

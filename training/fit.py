@@ -34,16 +34,21 @@ History = dict[str, list[float]]
 
 @dataclass(frozen=True)
 class FitSettings:
-    """How long and how to fit; what the CLI's training flags become."""
+    """How long and how to fit; what the CLI's training flags become.
+
+    No defaults here: each recipe states its own (`Recipe.fit_defaults`).
+    """
 
     epochs: int
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    early_stopping: bool = True
-    patience: int = 3
-    restore_best: bool = True
-    reduce_lr_patience: int | None = None  # halve the rate after this many flat epochs
-    ema_momentum: float | None = None  # validate, checkpoint and export weight averages
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    seed: int
+    early_stopping: bool
+    patience: int
+    restore_best: bool
+    reduce_lr_patience: int | None  # halve the rate after this many flat epochs
+    ema_momentum: float | None  # validate, checkpoint and export weight averages
     # Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch, None auto:
     # `progress_verbosity` picks 1 or 2 when the fit starts.
     verbose: int | None = None

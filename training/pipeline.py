@@ -1,12 +1,14 @@
-"""The training flow, top to bottom: data -> model -> fit -> evaluate -> export.
+"""The training flow, top to bottom: data -> build -> fit -> evaluate -> export -> card.
 
 `start_run` begins a run in a new run folder, `resume_run` carries on an interrupted one
 and `start_retrain` starts a run from an exported version on new data. All three end in
-`_finish_run`, which fits, then exports the next version with its card.
+`_finish_run`. Nothing here names a model: what differs between models is the recipe's
+(`training.recipes`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,11 +18,13 @@ from pathlib import Path
 import keras
 
 from app.contract.model_card import ModelCard
+from training.card import build_card
 from training.data import TrainingData
-from training.export import ARTIFACTS, export_model
-from training.fit import LAST_CHECKPOINT, FitSettings, compile_model, fit_in_run_dir
-from training.recipes import TrainRequest, build_card, build_model, load_test_split
-from training.recipes import load_training_data as load_data
+from training.evaluate import evaluate_saved_model
+from training.export import ARTIFACTS, publish, staging_folder, write_serving_files
+from training.fit import LAST_CHECKPOINT, compile_model, fit_in_run_dir
+from training.plots import plot_confusion_matrix, plot_training_history
+from training.recipes import Recipe, TrainRequest, recipe_for
 
 RUN_REQUEST = "run.json"
 
@@ -56,17 +60,13 @@ def start_run(
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> RunResult:
     """Train a model from scratch (or from `request.initial_model`) in a new run folder."""
-    keras.utils.set_random_seed(request.seed)
-    data = load_data(request)  # fail on bad data before creating anything
+    recipe = recipe_for(request.model)
+    keras.utils.set_random_seed(request.fit.seed)
+    data = recipe.load_data(request)  # fail on bad data before creating anything
     run_dir = new_run_dir(runs_dir, request.model)
-    (run_dir / RUN_REQUEST).write_text(json.dumps(request.to_json(), indent=2), encoding="utf-8")
+    _write_request(run_dir, request)
     print(f"run folder: {run_dir} (resume with: python -m training resume {run_dir})")
-    if request.initial_model:
-        model = keras.models.load_model(request.initial_model)
-    else:
-        model = build_model(request)
-    compile_model(model, request.optimizer, request.learning_rate, request.ema_momentum)
-    return _finish_run(request, run_dir, model, data, extra_callbacks)
+    return _finish_run(recipe, request, run_dir, data, extra_callbacks)
 
 
 def resume_run(
@@ -80,22 +80,13 @@ def resume_run(
         raise FileNotFoundError(f"{run_dir} is not a run folder: no {RUN_REQUEST} in it")
     request = TrainRequest.from_json(json.loads(request_path.read_text(encoding="utf-8")))
     if epochs is not None:
-        request.epochs = epochs
-        request_path.write_text(json.dumps(request.to_json(), indent=2), encoding="utf-8")
+        request.fit = dataclasses.replace(request.fit, epochs=epochs)
+        _write_request(run_dir, request)
     # A different seed than the first part, so the resumed epochs see fresh shuffles
     # and augmentations rather than replaying the first epochs' ones.
-    keras.utils.set_random_seed(request.seed + 1)
-    data = load_data(request)
-    checkpoint = run_dir / LAST_CHECKPOINT
-    if checkpoint.exists():
-        model = keras.models.load_model(checkpoint)  # weights and optimizer state
-    elif request.initial_model:
-        model = keras.models.load_model(request.initial_model)
-        compile_model(model, request.optimizer, request.learning_rate, request.ema_momentum)
-    else:
-        model = build_model(request)
-        compile_model(model, request.optimizer, request.learning_rate, request.ema_momentum)
-    return _finish_run(request, run_dir, model, data, extra_callbacks)
+    keras.utils.set_random_seed(request.fit.seed + 1)
+    recipe = recipe_for(request.model)
+    return _finish_run(recipe, request, run_dir, recipe.load_data(request), extra_callbacks)
 
 
 def start_retrain(
@@ -110,78 +101,84 @@ def start_retrain(
     """Train an exported version further on `data`; export it as the next version.
 
     The run starts from the version's `model.keras` with the settings recorded in its
-    card, changed by `overrides` (e.g. epochs, learning rate).
+    card (the fit's, and the recipe's options among its hyperparameters), changed by
+    `overrides` (fit settings such as epochs or learning_rate).
     """
     card = ModelCard.read(version_dir)
+    recipe = recipe_for(card.name)
     keras_model = version_dir / card.artifacts.get("keras_model", ARTIFACTS["keras_model"])
     if not keras_model.is_file():
         raise FileNotFoundError(f"{version_dir} has no {keras_model.name} to retrain from")
-    hyperparameters = card.training.hyperparameters
-    request = TrainRequest(
-        model=card.name,  # type: ignore[arg-type]
-        data=data,
-        model_dir=str(model_dir if model_dir is not None else version_dir.parent.parent),
+    recorded = card.training.hyperparameters
+    option_names = {option.name for option in dataclasses.fields(recipe.Options)}
+    options = recipe.Options(**{k: v for k, v in recorded.items() if k in option_names})
+    fit = dataclasses.replace(
+        recipe.fit_defaults,
         epochs=card.training.epochs_requested,
         batch_size=card.training.batch_size,
         optimizer=card.training.optimizer,
         learning_rate=card.training.learning_rate,
         seed=card.training.seed,
         early_stopping=card.training.early_stopping,
-        architecture=card.architecture if card.name != "mnist-mlp" else "pneumonia-cnn",
-        image_size=[card.input.height, card.input.width],
-        channels=card.input.channels,
-        hidden_units=hyperparameters.get("hidden_units", [128, 60]),
-        dropout=hyperparameters.get("dropout") or 0.0,
-        ema_momentum=hyperparameters.get("ema_momentum"),
-        class_weights=card.training.class_weights is not None,
-        class_weight_power=_power_or_balanced(hyperparameters.get("class_weight_power")),
+        ema_momentum=recorded.get("ema_momentum"),
+    )
+    request = TrainRequest(
+        model=card.name,
+        data=data,
+        model_dir=str(model_dir if model_dir is not None else version_dir.parent.parent),
+        fit=dataclasses.replace(fit, **(overrides or {})),  # type: ignore[arg-type]
+        options=dataclasses.asdict(options),
         initial_model=str(keras_model.resolve()),
         parent={"name": card.name, "version": card.version},
     )
-    for key, value in (overrides or {}).items():
-        setattr(request, key, value)
     return start_run(request, runs_dir, extra_callbacks)
 
 
+def _write_request(run_dir: Path, request: TrainRequest) -> None:
+    text = json.dumps(request.to_json(), indent=2)
+    (run_dir / RUN_REQUEST).write_text(text, encoding="utf-8")
+
+
+def _model_to_fit(recipe: Recipe, request: TrainRequest, run_dir: Path) -> keras.Model:
+    """The run's last checkpoint (with its optimizer state) when resuming; else the
+    model to start from, or a new one, compiled with the request's optimizer."""
+    checkpoint = run_dir / LAST_CHECKPOINT
+    if checkpoint.exists():
+        return keras.models.load_model(checkpoint)
+    if request.initial_model:
+        model = keras.models.load_model(request.initial_model)
+    else:
+        model = recipe.build(recipe.options(request))
+    fit = request.fit
+    compile_model(model, fit.optimizer, fit.learning_rate, fit.ema_momentum)
+    return model
+
+
 def _finish_run(
+    recipe: Recipe,
     request: TrainRequest,
     run_dir: Path,
-    model: keras.Model,
     data: TrainingData,
     extra_callbacks: Sequence[keras.callbacks.Callback],
 ) -> RunResult:
-    settings = FitSettings(
-        epochs=request.epochs,
-        optimizer=request.optimizer,
-        learning_rate=request.learning_rate,
-        early_stopping=request.early_stopping,
-        patience=request.patience,
-        restore_best=request.restore_best,
-        reduce_lr_patience=request.reduce_lr_patience,
-        ema_momentum=request.ema_momentum,
-        verbose=request.verbose,
-    )
-    history = fit_in_run_dir(model, data, settings, run_dir, extra_callbacks)
-    version_dir = export_model(
-        model,
-        model_dir=Path(request.model_dir),
-        name=request.model,
-        history=history,
-        test=load_test_split(request),
-        class_names=data.class_names,
-        make_card=lambda version, evaluation, artifacts: build_card(
+    model = _model_to_fit(recipe, request, run_dir)
+    history = fit_in_run_dir(model, data, request.fit, run_dir, extra_callbacks)
+    test = recipe.load_split(request.data_path, "test", recipe.options(request))
+    with staging_folder(Path(request.model_dir) / recipe.name) as staging:
+        artifacts = write_serving_files(model, staging, history=history, check_images=test.images)
+        # The card's figures are those of the written SavedModel: what the service loads.
+        evaluation = evaluate_saved_model(staging, test, data.class_names)
+        plot_training_history(history, staging / ARTIFACTS["training_plot"], title=recipe.name)
+        plot_confusion_matrix(evaluation, staging / ARTIFACTS["confusion_plot"], title=recipe.name)
+        artifacts.update({role: ARTIFACTS[role] for role in ("training_plot", "confusion_plot")})
+        card = build_card(
+            recipe,
             request,
             model=model,
             data=data,
             history=history,
-            version=version,
             evaluation=evaluation,
             artifacts=artifacts,
-        ),
-    )
+        )
+        version_dir = publish(staging, card)
     return RunResult(run_dir=run_dir, version_dir=version_dir, card=ModelCard.read(version_dir))
-
-
-def _power_or_balanced(power: float | None) -> float:
-    """The recorded class-weight power (0 is a valid one); balanced when none was recorded."""
-    return 1.0 if power is None else power

@@ -20,9 +20,9 @@ import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from training.architectures import build_mnist_mlp
 from training.data import load_mnist_training
 from training.fit import compile_model
+from training.recipes.mnist_mlp import build_mnist_mlp
 
 METRIC_ACCURACY = "val_accuracy"
 METRIC_LOSS = "val_loss"

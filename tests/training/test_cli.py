@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -18,11 +19,11 @@ import tensorflow as tf
 from app.contract.model_card import ModelCard
 from tests.training.conftest import write_tiny_mnist, write_tiny_xray
 from training.__main__ import main
-from training.architectures import build_lenet5, build_mnist_mlp, build_pneumonia_cnn
-from training.cli import DEFAULTS, build_parser
+from training.cli import build_parser
 from training.data import DataError, file_fingerprint, load_mnist_training
-from training.fit import FitSettings, compile_model, fit_in_run_dir
-from training.recipes import TrainRequest, load_training_data
+from training.fit import compile_model, fit_in_run_dir
+from training.recipes import RECIPES, TrainRequest
+from training.recipes.mnist_mlp import build_mnist_mlp
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--verbose", "0"]
 
@@ -49,14 +50,17 @@ def test_every_subcommand_documents_every_flag() -> None:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[union-attr]
     assert set(subparsers) == {"train", "resume", "retrain", "tune", "evaluate"}
-    for name, subparser in subparsers.items():
+    models = next(a for a in subparsers["train"]._actions if a.dest == "model").choices  # type: ignore[union-attr]
+    assert set(models) == set(RECIPES)
+    every = {**subparsers, **{f"train {name}": parser for name, parser in models.items()}}
+    for name, subparser in every.items():
         for action in subparser._actions:
             assert action.help, f"{name} {action.dest} has no help"
 
 
 def test_help_exits_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--help"])
+        main(["train", "pneumonia-cnn", "--help"])
     assert exit_info.value.code == 0
     assert "--image-size" in capsys.readouterr().out
 
@@ -101,13 +105,13 @@ def test_train_pneumonia_records_imbalance_and_limitations(tiny_xray: Path, tmp_
     assert "Kermany" in card.limitations and "CC BY 4.0" in card.limitations
     assert card.evaluation.roc_auc is not None
     assert card.training.data.counts["test"] == {"NORMAL": 4, "PNEUMONIA": 5}
-    defaults = DEFAULTS["pneumonia-cnn"]
+    recipe = RECIPES["pneumonia-cnn"]
     hyperparameters = card.training.hyperparameters
-    assert hyperparameters["ema_momentum"] == (defaults["ema_momentum"] or None)
-    assert hyperparameters["dropout"] == defaults["dropout"]
-    assert hyperparameters["patience"] == defaults["patience"]
+    assert hyperparameters["ema_momentum"] == recipe.fit_defaults.ema_momentum
+    assert hyperparameters["dropout"] == recipe.default_option("dropout")
+    assert hyperparameters["patience"] == recipe.fit_defaults.patience
     power = hyperparameters["class_weight_power"]
-    assert power == defaults["class_weight_power"]
+    assert power == recipe.default_option("class_weight_power")
     train_counts = card.training.data.counts["train"]
     for name, count in train_counts.items():
         balanced = sum(train_counts.values()) / (2 * count)
@@ -189,8 +193,12 @@ def test_pneumonia_without_data_says_so(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 2
     assert err.startswith("error: pneumonia-cnn needs --data: a chest X-ray folder")
     assert not (tmp_path / "runs").exists()
+    recipe = RECIPES["pneumonia-cnn"]
+    request = TrainRequest(
+        model=recipe.name, data=None, model_dir="models", fit=recipe.fit_defaults, options={}
+    )
     with pytest.raises(DataError, match="pneumonia-cnn needs --data"):
-        load_training_data(TrainRequest(model="pneumonia-cnn", data=None))
+        recipe.load_data(request)
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate"])
@@ -285,8 +293,8 @@ def test_auto_verbose_is_recorded_as_auto_not_resolved(
     monkeypatch.setattr(training.pipeline, "start_retrain", fake_start_retrain)
     assert main(["train", "mnist-mlp", "--data", str(tiny_mnist), *output_dirs(tmp_path)]) == 2
     request = seen["request"]
-    assert request.verbose is None
-    assert TrainRequest.from_json(json.loads(json.dumps(request.to_json()))).verbose is None
+    assert request.fit.verbose is None
+    assert TrainRequest.from_json(json.loads(json.dumps(request.to_json()))).fit.verbose is None
     argv = ["retrain", str(mnist_export), "--data", str(tiny_mnist), *output_dirs(tmp_path)[2:]]
     assert main(argv) == 2
     assert seen["overrides"]["verbose"] is None
@@ -324,7 +332,8 @@ def test_auto_progress_is_a_bar_on_a_terminal_and_lines_in_a_file(
     compile_model(model, "adam", 1e-3)
     monkeypatch.setattr(keras.Model, "fit", fake_fit)
     monkeypatch.setattr(sys, "stdout", _Stdout(tty))
-    fit_in_run_dir(model, data, FitSettings(epochs=1, verbose=verbose), tmp_path)
+    settings = dataclasses.replace(RECIPES["mnist-mlp"].fit_defaults, epochs=1, verbose=verbose)
+    fit_in_run_dir(model, data, settings, tmp_path)
     assert seen["verbose"] == expected
 
 
@@ -633,16 +642,3 @@ def test_user_mistakes_get_a_message_and_exit_2(
     assert not [p for p in (tmp_path / "runs").glob("*/history.csv")]
     assert not (tmp_path / "models").exists()
     assert sorted(p.name for p in mnist_export.parent.iterdir()) == versions_before
-
-
-def test_image_size_minimums_match_the_architectures() -> None:
-    from training.cli import MIN_IMAGE_SIZE
-
-    builders: dict[str, Callable[[int], keras.Model]] = {
-        "pneumonia-cnn": lambda size: build_pneumonia_cnn((size, size)),
-        "lenet5": lambda size: build_lenet5((size, size, 1), 2),
-    }
-    for name, build in builders.items():
-        build(MIN_IMAGE_SIZE[name])
-        with pytest.raises(ValueError):
-            build(MIN_IMAGE_SIZE[name] - 1)

@@ -15,10 +15,16 @@ from ai_edge_litert.interpreter import Interpreter
 from app.contract.model_card import LITERT_MODEL_FILENAME, LITERT_MODEL_ROLE, InputSpec, ModelCard
 from tests.app.tiny_models import tiny_card
 from training import export
-from training.architectures import build_mnist_mlp
-from training.data import LabelledArrays
 from training.evaluate import predict_with_saved_model
-from training.export import existing_versions, export_model, next_version, write_saved_model
+from training.export import (
+    existing_versions,
+    next_version,
+    publish,
+    staging_folder,
+    write_saved_model,
+    write_serving_files,
+)
+from training.recipes.mnist_mlp import build_mnist_mlp
 
 
 def test_versions_are_integer_folders_and_hidden_ones_are_ignored(tmp_path: Path) -> None:
@@ -48,46 +54,39 @@ def test_saved_model_signature_names(tmp_path: Path) -> None:
     )
 
 
-def test_failed_export_leaves_no_folder_behind(tmp_path: Path) -> None:
-    def broken_card(*_: object) -> None:
-        raise RuntimeError("card failed")
+DIGITS = [str(d) for d in range(10)]
+SPEC = InputSpec(height=28, width=28, channels=1, color_mode="grayscale")
 
-    test = LabelledArrays(
-        images=np.zeros((2, 28, 28, 1), np.float32), labels=np.array([0, 1], np.int64)
-    )
-    with pytest.raises(RuntimeError, match="card failed"):
-        export_model(
-            build_mnist_mlp(),
-            model_dir=tmp_path,
-            name="mnist-mlp",
-            history={"loss": [1.0]},
-            test=test,
-            class_names=[str(d) for d in range(10)],
-            make_card=broken_card,  # type: ignore[arg-type]
-        )
-    assert list((tmp_path / "mnist-mlp").iterdir()) == []
+
+def test_failed_export_leaves_no_folder_behind(tmp_path: Path) -> None:
+    check_images = np.zeros((2, 28, 28, 1), np.float32)
+    with (
+        pytest.raises(RuntimeError, match="card failed"),
+        staging_folder(tmp_path / "m") as staging,
+    ):
+        write_serving_files(build_mnist_mlp(), staging, history={}, check_images=check_images)
+        assert (staging / "saved_model.pb").is_file()
+        raise RuntimeError("card failed")
+    assert list((tmp_path / "m").iterdir()) == []
 
 
 def export_untrained_mlp(model_dir: Path) -> Path:
-    test = LabelledArrays(
-        images=np.random.default_rng(1).uniform(0, 255, (6, 28, 28, 1)).astype(np.float32),
-        labels=np.arange(6, dtype=np.int64),
-    )
-    spec = InputSpec(height=28, width=28, channels=1, color_mode="grayscale")
-    digits = [str(d) for d in range(10)]
+    check_images = np.random.default_rng(1).uniform(0, 255, (6, 28, 28, 1)).astype(np.float32)
+    with staging_folder(model_dir / "mnist-mlp") as staging:
+        artifacts = write_serving_files(
+            build_mnist_mlp(), staging, history={"loss": [1.0]}, check_images=check_images
+        )
+        card = tiny_card("mnist-mlp", 1, DIGITS, SPEC, "mnist-digit", artifacts)
+        return publish(staging, card)
 
-    def make_card(version: int, _: object, artifacts: dict[str, str]) -> ModelCard:
-        return tiny_card("mnist-mlp", version, digits, spec, "mnist-digit", artifacts)
 
-    return export_model(
-        build_mnist_mlp(),
-        model_dir=model_dir,
-        name="mnist-mlp",
-        history={"loss": [1.0]},
-        test=test,
-        class_names=digits,
-        make_card=make_card,
-    )
+def test_publish_takes_the_next_free_version_and_writes_it_into_the_card(tmp_path: Path) -> None:
+    (tmp_path / "mnist-mlp" / "1").mkdir(parents=True)
+    (tmp_path / "mnist-mlp" / "3").mkdir()
+    version_dir = export_untrained_mlp(tmp_path)
+    assert version_dir == tmp_path / "mnist-mlp" / "4"
+    assert ModelCard.read(version_dir).version == 4
+    assert sorted(p.name for p in (tmp_path / "mnist-mlp").iterdir()) == ["1", "3", "4"]
 
 
 def test_export_writes_a_litert_model_that_answers_as_the_saved_model(tmp_path: Path) -> None:

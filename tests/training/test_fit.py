@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -12,19 +13,18 @@ import pytest
 
 from app.contract.model_card import ModelCard
 from training.__main__ import main
-from training.architectures import build_mnist_mlp
 from training.data import load_mnist_training
 from training.fit import (
     BEST_CHECKPOINT,
     HISTORY_CSV,
     LAST_CHECKPOINT,
-    FitSettings,
     compile_model,
     fit_in_run_dir,
     read_history,
 )
 from training.pipeline import RUN_REQUEST, start_run
-from training.recipes import TrainRequest
+from training.recipes import RECIPES, TrainRequest
+from training.recipes.mnist_mlp import build_mnist_mlp
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -39,15 +39,19 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+MLP = RECIPES["mnist-mlp"]
+MLP_DEFAULTS = MLP.fit_defaults
+
+
 def mnist_request(data: Path, tmp_path: Path, epochs: int) -> TrainRequest:
     return TrainRequest(
-        model="mnist-mlp",
+        model=MLP.name,
         data=str(data),
         model_dir=str(tmp_path / "models"),
-        epochs=epochs,
-        batch_size=8,
-        early_stopping=False,
-        verbose=0,
+        fit=dataclasses.replace(
+            MLP_DEFAULTS, epochs=epochs, batch_size=8, early_stopping=False, verbose=0
+        ),
+        options=dataclasses.asdict(MLP.Options()),
     )
 
 
@@ -67,7 +71,7 @@ def test_resume_continues_an_interrupted_run(tiny_mnist: Path, tmp_path: Path) -
     assert len(history["loss"]) == 3
     assert history["loss"][0] == first_part["loss"][0]
     assert (run_dir / HISTORY_CSV).read_text().splitlines()[0].startswith("epoch,")
-    assert json.loads((run_dir / RUN_REQUEST).read_text())["epochs"] == 3
+    assert json.loads((run_dir / RUN_REQUEST).read_text())["fit"]["epochs"] == 3
     version_dir = tmp_path / "models" / "mnist-mlp" / "1"
     card = ModelCard.read(version_dir)
     assert card.training.epochs_run == 3
@@ -86,7 +90,9 @@ def test_early_stopping_stops_and_restores_the_best_epoch(tiny_mnist: Path, tmp_
     data = load_mnist_training(tiny_mnist, validation_split=0.3, batch_size=8, seed=0)
     model = build_mnist_mlp()
     compile_model(model, "adam", 0.05)  # random labels: validation loss soon rises
-    settings = FitSettings(epochs=30, learning_rate=0.05, patience=1, verbose=0)
+    settings = dataclasses.replace(
+        MLP_DEFAULTS, epochs=30, learning_rate=0.05, patience=1, reduce_lr_patience=None, verbose=0
+    )
     history = fit_in_run_dir(model, data, settings, tmp_path)
     assert len(history["loss"]) < 30
     best = keras.models.load_model(tmp_path / BEST_CHECKPOINT)
@@ -101,7 +107,9 @@ def test_ema_weights_are_validated_checkpointed_and_kept(tiny_mnist: Path, tmp_p
     keras.utils.set_random_seed(0)
     model = build_mnist_mlp()
     compile_model(model, "adam", 0.01, ema_momentum=0.9)
-    settings = FitSettings(epochs=3, early_stopping=False, restore_best=False, verbose=0)
+    settings = dataclasses.replace(
+        MLP_DEFAULTS, epochs=3, early_stopping=False, restore_best=False, verbose=0
+    )
     history = fit_in_run_dir(model, data, settings, tmp_path)
 
     def val_loss(m: keras.Model) -> float:
