@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import logging.config
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ from uvicorn.server import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from app.devices import DeviceUnavailable, require_device
+from app.logs import logging_config
 from app.main import create_app
 from app.settings import ENV_PREFIX, Settings
 from app.workers import PortUnavailable, reserve_port
@@ -38,6 +40,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-dir", type=Path, help="model repository (default ./models)")
     parser.add_argument("--device", choices=["auto", "cpu", "gpu"], help="where models run")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], help="log lines as text (default) or JSON"
+    )
     parser.add_argument(
         "--workers",
         type=_workers_option,
@@ -63,9 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     overrides = {key: value for key, value in vars(args).items() if value is not None}
     settings = Settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
     try:
         # Checked here, before uvicorn: in the lifespan the same message would come
         # wrapped in uvicorn's traceback, once per worker.
@@ -74,10 +77,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"{PROG}: error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(STARTUP_FAILURE) from None
     shown_host = "localhost" if settings.host in {"0.0.0.0", "::"} else settings.host
-    print(
-        f"Serving {settings.model_dir} at http://{shown_host}:{settings.port} "
-        f"(API docs: http://{shown_host}:{settings.port}/docs)",
-        flush=True,
+    # Logged, not printed: with the JSON log format every line of output is JSON.
+    logger.info(
+        "Serving %s at http://%s:%d (API docs: http://%s:%d/docs)",
+        settings.model_dir,
+        shown_host,
+        settings.port,
+        shown_host,
+        settings.port,
     )
     # uvicorn drains and shuts down on SIGTERM/SIGINT, then re-raises the signal to the
     # handler that was installed before it ran. Make that handler a clean exit, so an
@@ -91,11 +98,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """What uvicorn is told, with one process or several."""
+    """What uvicorn is told, with one process or several.
+
+    `log_config` is applied by uvicorn in each process it runs the app in, so spawned
+    workers log in the same format as the supervisor.
+    """
     return dict(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=logging_config(settings.log_format, settings.log_level),
         access_log=settings.access_log,
         timeout_graceful_shutdown=30,
     )

@@ -20,6 +20,10 @@ as before: that also keeps uvloop serving every connection (always running inlin
 connections waited ~0.5 s at 64 connections). A model or batch over the limit always goes
 to the thread, so the loop is never blocked for long. A configured `max_wait` asks lone
 requests to wait for company, so it turns inline batches off.
+
+Traced requests (`app.tracing`) bring a `BatchTrace`; the batcher tells it when their
+images were queued, when their batch was dispatched and, once it has run, its times and
+make-up (`BatchRun`). Untraced requests bring None and cost a comparison or two.
 """
 
 from __future__ import annotations
@@ -53,11 +57,41 @@ class BatchObserver(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class BatchRun:
+    """One model call, as the traced requests it served see it; times are perf_counter."""
+
+    dispatched: float
+    finished: float
+    images: int  # in the whole batch
+    requests: int  # sharing it
+    batch_id: str  # "<batcher name>/<number>": the same for every request of the batch
+    inline: bool = False  # run on the event loop, without queueing (see the module docstring)
+    error: BaseException | None = None  # the call failed, and so did these requests
+
+
+class TracedCall(Protocol):
+    """One model call of a traced request: told when its batch left the queue and how it
+    ran."""
+
+    def dispatched(self, at: float) -> None: ...
+
+    def finished(self, run: BatchRun) -> None: ...
+
+
+class BatchTrace(Protocol):
+    """A traced request (`app.tracing.RequestTrace`): each time `images` of it are queued
+    at `at`, it hands back the `TracedCall` that follows them."""
+
+    def queued(self, at: float, images: int) -> TracedCall: ...
+
+
 @dataclass
 class _Request:
     pixels: NDArray[np.float32]
     future: asyncio.Future[NDArray[np.float32]]
     enqueued: float = field(default_factory=time.perf_counter)
+    trace: TracedCall | None = None
 
     @property
     def size(self) -> int:
@@ -99,6 +133,7 @@ class MicroBatcher:
         self.inline_max_images = 0 if max_wait_seconds else inline_max_images
         self.name = name
         self.stats = BatchStats()
+        self._batch_numbers = itertools.count(1)  # every model call, failed ones too
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._carried: _Request | None = None
         self._idle = asyncio.Event()  # set while nothing is queued or running
@@ -146,12 +181,16 @@ class MicroBatcher:
         self._idle.set()  # nothing queued or running: a second stop has nothing to drain
 
     async def submit(
-        self, pixels: NDArray[np.float32], busy: Callable[[], bool] = lambda: False
+        self,
+        pixels: NDArray[np.float32],
+        busy: Callable[[], bool] = lambda: False,
+        trace: BatchTrace | None = None,
     ) -> NDArray[np.float32]:
         """Queue `[k, H, W, C]` pixels and wait for their `[k, classes]` probabilities.
 
         `busy` says whether other requests for the model are under way; a request runs
         inline only when it is not, and the batcher is idle, after one turn of the loop.
+        `trace`, for a traced request, is told what happened to it.
         """
         if self._worker is None:
             raise InferenceFailed(f"the batcher of model {self.name} is not running")
@@ -160,19 +199,29 @@ class MicroBatcher:
             # are there, and the loop never serves connections in long inline runs.
             await asyncio.sleep(0)
             if self._idle.is_set() and not busy():
-                return self._run_inline(pixels)
+                return self._run_inline(pixels, trace)
         future: asyncio.Future[NDArray[np.float32]] = asyncio.get_running_loop().create_future()
         self._idle.clear()
-        self._queue.put_nowait(_Request(pixels=pixels, future=future))
+        request = _Request(pixels=pixels, future=future)
+        if trace is not None:
+            request.trace = trace.queued(request.enqueued, request.size)
+        self._queue.put_nowait(request)
         return await future
 
-    def _run_inline(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+    def _run_inline(
+        self, pixels: NDArray[np.float32], trace: BatchTrace | None = None
+    ) -> NDArray[np.float32]:
         """Run one request's batch on the event loop; only while the batcher is idle.
 
         Nothing else can start meanwhile (the loop is busy here, and the worker thread
         has nothing to run), so the model is never called twice at once.
         """
         started = time.perf_counter()
+        number = next(self._batch_numbers)
+        call = trace.queued(started, len(pixels)) if trace is not None else None
+        if call is not None:
+            call.dispatched(started)
+        failure: ServingError | None = None
         try:
             outputs = self._checked(self._predict(pixels), pixels)
         except Exception as error:
@@ -181,8 +230,35 @@ class MicroBatcher:
             if failure is error:
                 raise
             raise failure from error
-        self._record(len(pixels), [0.0], time.perf_counter() - started)
+        finally:
+            finished = time.perf_counter()
+            if call is not None:
+                batch_id = self._batch_id(number)
+                call.finished(BatchRun(started, finished, len(pixels), 1, batch_id, True, failure))
+        self._record(len(pixels), [0.0], finished - started)
         return outputs
+
+    def _batch_id(self, number: int) -> str:
+        return f"{self.name}/{number}"
+
+    def _tell_traces(
+        self,
+        requests: Sequence[_Request],
+        dispatched: float,
+        finished: float,
+        number: int,
+        error: BaseException | None = None,
+    ) -> None:
+        """Tell the traced requests of a batch how it ran; an untraced one costs a comparison."""
+        run: BatchRun | None = None
+        for request in requests:
+            if request.trace is None:
+                continue
+            if run is None:
+                images = sum(r.size for r in requests)
+                batch_id = self._batch_id(number)
+                run = BatchRun(dispatched, finished, images, len(requests), batch_id, error=error)
+            request.trace.finished(run)
 
     def _checked(
         self, outputs: NDArray[np.float32], pixels: NDArray[np.float32]
@@ -244,22 +320,30 @@ class MicroBatcher:
         pixels = live[0].pixels if len(live) == 1 else np.concatenate([r.pixels for r in live])
         loop = asyncio.get_running_loop()
         dispatched = time.perf_counter()
+        number = next(self._batch_numbers)
+        for request in live:
+            if request.trace is not None:
+                request.trace.dispatched(dispatched)
         try:
             outputs = self._checked(
                 await loop.run_in_executor(self._executor, self._predict, pixels), pixels
             )
         except asyncio.CancelledError:
-            _fail(live, InferenceFailed(f"model {self.name} was unloaded while the batch ran"))
+            unloaded = InferenceFailed(f"model {self.name} was unloaded while the batch ran")
+            _fail(live, unloaded)
+            self._tell_traces(live, dispatched, time.perf_counter(), number, unloaded)
             raise
         except Exception as error:
             logger.exception("batch of %d images failed for model %s", len(pixels), self.name)
-            _fail(live, _as_serving_error(error, self.name))
+            failure = _as_serving_error(error, self.name)
+            _fail(live, failure)
+            self._tell_traces(live, dispatched, time.perf_counter(), number, failure)
             return
+        finished = time.perf_counter()
         self._record(
-            len(pixels),
-            [dispatched - request.enqueued for request in live],
-            time.perf_counter() - dispatched,
+            len(pixels), [dispatched - request.enqueued for request in live], finished - dispatched
         )
+        self._tell_traces(live, dispatched, finished, number)
         offset = 0
         for request in live:
             if not request.future.done():

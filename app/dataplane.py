@@ -2,7 +2,8 @@
 
 upload -> decode/preprocess (worker thread) -> micro-batch -> model -> probabilities.
 Route handlers translate HTTP into these calls and the results into response schemas;
-they never touch TensorFlow, Pillow or the batcher themselves.
+they never touch TensorFlow, Pillow or the batcher themselves. The payload log
+(`app.payload_log`) is told here what each served request gave the model and got back.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from app.contract.classification import EvaluationReport, evaluate_probabilities
 from app.contract.images import Upload, is_tiny_image
 from app.contract.model_card import ModelCard
 from app.contract.preprocessing import PreparedBatch, prepare_batch
+from app.drift import PredictionMonitor
 from app.errors import (
     InvalidInput,
     Overloaded,
@@ -30,8 +32,10 @@ from app.errors import (
 )
 from app.labelled import LabelledUpload
 from app.monitoring import ServingMetrics, label_request
+from app.payload_log import note_answer, note_inputs
 from app.repository import ModelRepository, ServedModel
 from app.settings import Settings
+from app.tracing import RequestTrace, current_trace
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class Classification:
 class Evaluation:
     classification: Classification
     labels: list[int]  # true class of each row of the classification
-    report: EvaluationReport
+    report: EvaluationReport  # labels decided as the card decides them
+    report_at_argmax: EvaluationReport | None = None  # when the card has an operating point
 
 
 class DataPlane:
@@ -79,10 +84,12 @@ class DataPlane:
         repository: ModelRepository,
         settings: Settings,
         metrics: ServingMetrics | None = None,
+        predictions: PredictionMonitor | None = None,
     ) -> None:
         self.repository = repository
         self.settings = settings
         self.metrics = metrics
+        self.predictions = predictions  # None: drift monitoring is off
         # Decoding is CPU-bound and mostly releases the GIL (Pillow, NumPy); two threads
         # match the two cores without the thrash of a large pool.
         self._preprocess_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
@@ -113,9 +120,12 @@ class DataPlane:
                 f"{len(uploads)} files in one request is more than the limit of "
                 f"{self.settings.max_files_per_request}; split them over several requests"
             )
+        note_inputs(model.name, model.version, uploads)
         result = await self._classify(model, uploads, all_or_nothing=all_or_nothing)
+        note_answer(result)
         if not result.positions:
             raise _unreadable(result.failures)
+        self._monitor(result)
         return result
 
     async def classify_pixels(
@@ -139,15 +149,26 @@ class DataPlane:
             raise InvalidInput("input holds NaN or infinite values")
         pixels = pixels.astype(np.float32, copy=False)
         label_request(model.name, model.version)
+        trace = _traced(model, len(pixels))
+        note_inputs(model.name, model.version, pixels)
         async with self._admitted(model, len(pixels)):
-            probabilities = await model.predict(pixels)
-        return Classification(
+            probabilities = await model.predict(pixels, trace)
+        result = Classification(
             model=model,
             card=card,
             pixels=pixels,
             probabilities=probabilities,
             positions=list(range(len(pixels))),
         )
+        note_answer(result)
+        self._monitor(result)
+        return result
+
+    def _monitor(self, result: Classification) -> None:
+        """Add a served request's predictions to its version's drift window (not an
+        evaluation's: labelled test sets are not traffic)."""
+        if self.predictions is not None:
+            self.predictions.record(result.model, result.probabilities, result.digit_found)
 
     async def evaluate(
         self, model_name: str, version: int | None, examples: Sequence[LabelledUpload]
@@ -183,7 +204,12 @@ class DataPlane:
             raise _unreadable(failures)
         probabilities = np.concatenate([part.probabilities for part in parts])
         labels = [examples[p].label for p in positions]
-        report = evaluate_probabilities(labels, probabilities, card.class_names)
+        report = evaluate_probabilities(
+            labels, probabilities, card.class_names, card.operating_point
+        )
+        report_at_argmax = None
+        if card.operating_point is not None:
+            report_at_argmax = evaluate_probabilities(labels, probabilities, card.class_names)
         # Pixels of a large evaluation are not kept: thousands of X-rays would be GBs.
         found = [part.digit_found for part in parts]
         classification = Classification(
@@ -195,7 +221,12 @@ class DataPlane:
             digit_found=None if None in found else [f for part in found for f in part or []],
             failures=failures,
         )
-        return Evaluation(classification=classification, labels=labels, report=report)
+        return Evaluation(
+            classification=classification,
+            labels=labels,
+            report=report,
+            report_at_argmax=report_at_argmax,
+        )
 
     async def _classify(
         self, model: ServedModel, uploads: Sequence[Upload], *, all_or_nothing: bool = False
@@ -204,6 +235,7 @@ class DataPlane:
         card = _card(model)
         loop = asyncio.get_running_loop()
         label_request(model.name, model.version)
+        trace = _traced(model, len(uploads))
         async with self._admitted(model, len(uploads)):
             started = time.perf_counter()
             max_pixels = self.settings.max_image_pixels
@@ -228,7 +260,7 @@ class DataPlane:
             if all_or_nothing and failures:
                 raise failures[0].error
             if prepared.positions:
-                probabilities = await model.predict(prepared.pixels)
+                probabilities = await model.predict(prepared.pixels, trace)
             else:  # nothing to run; the caller says what was wrong with the files
                 probabilities = np.empty((0, len(card.class_names)), dtype=np.float32)
         return Classification(
@@ -301,6 +333,14 @@ def _unreadable(failures: Sequence[FileFailure]) -> ServingError:
         f"unreadable: {others}{more})",
         **(first.details or {}),
     )
+
+
+def _traced(model: ServedModel, images: int) -> RequestTrace | None:
+    """The request's trace, told which model its images go to; None when not traced."""
+    trace = current_trace()
+    if trace is not None:
+        trace.describe(model.name, model.version, images)
+    return trace
 
 
 def _card(model: ServedModel) -> ModelCard:

@@ -4,6 +4,7 @@ Each error type carries its HTTP status, so code deep in the request path raises
 went wrong and `install_error_handlers` turns it into a response in one place. The
 shape `{"error": "<message>", "code": "<machine-readable>", ...}` is also what
 TensorFlow Serving and Open Inference Protocol clients read (`error` is a string).
+Every body rendered during a request carries its `request_id` (`app.request_ids`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.contract.images import ImageError, NotAnImage
+from app.request_ids import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,12 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="What went wrong and, where possible, how to fix it")
     code: str = Field(description="Stable machine-readable error code", examples=["invalid_image"])
     details: dict[str, Any] | None = Field(default=None, description="Extra context, if any")
+    request_id: str | None = Field(
+        default=None,
+        description="The request's id, also answered as the X-Request-ID header: the "
+        "client's own if it sent a usable one, else one the server made",
+        examples=["4f6c1b0e9a2d4c3b8e7f6a5d4c3b2a1f"],
+    )
 
 
 class ServingError(Exception):
@@ -126,7 +134,9 @@ def image_error(error: ImageError) -> ServingError:
 
 
 def error_response(status_code: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    body = ErrorResponse(error=message, code=code, details=extra or None)
+    body = ErrorResponse(
+        error=message, code=code, details=extra or None, request_id=current_request_id()
+    )
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status_code)
 
 

@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -20,15 +21,23 @@ from app.admission import EarlyAdmission
 from app.dataplane import DataPlane
 from app.devices import configure_devices
 from app.docs import install_offline_docs
+from app.drift import PredictionMonitor
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.monitoring import RequestMetricsMiddleware, ServingMetrics
+from app.payload_log import DROP_REASONS, PayloadLog, PayloadLogMiddleware
 from app.protocols import tfserving, v2
 from app.repository import ModelRepository
+from app.request_ids import HEADER as REQUEST_ID_HEADER
+from app.request_ids import RequestIdMiddleware
 from app.routes import admin, health, inference, models, monitoring, plots, ui
 from app.security import require_admin, require_api_key
 from app.settings import Settings
 from app.tasks import cancel_and_wait
+from app.tracing import TELEMETRY_OFF, StageTracingMiddleware, Tracing, hint_when_off
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 logger = logging.getLogger(__name__)
 
@@ -38,24 +47,42 @@ Serves two TensorFlow vision models from a model repository:
 X-ray from a normal one (a teaching model, not a diagnostic tool).
 
 Upload images to `predict` or `probabilities`; upload labelled images to `evaluate`.
-Every error is JSON: `{"error": "<message>", "code": "<code>"}`.
+Every error is JSON: `{"error": "<message>", "code": "<code>", "request_id": "<id>"}`;
+every answer carries its request id in the `X-Request-ID` header (send your own to use it).
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the FastAPI app for `settings` (default: from `VISION_SERVING_*` variables)."""
+def create_app(
+    settings: Settings | None = None, *, span_exporter: SpanExporter | None = None
+) -> FastAPI:
+    """Build the FastAPI app for `settings` (default: from `VISION_SERVING_*` variables).
+
+    `span_exporter` receives the spans instead of the exporter `settings.tracing` names
+    (tests: an in-memory one); tracing must be on for it.
+    """
     settings = settings or Settings()
+    if span_exporter is not None and settings.tracing == "off":
+        raise ValueError("a span exporter needs tracing on: Settings(tracing='console')")
+    tracing = Tracing(settings, span_exporter) if settings.tracing != "off" else None
+    hint_when_off(settings, os.environ)
     # With several workers `python -m app` gives them a private folder in prometheus_client's
     # own variable, through which they share their counts.
     multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") if settings.workers > 1 else None
     metrics = ServingMetrics(multiprocess_dir=multiprocess_dir)
+    payload_log = PayloadLog.from_settings(settings, metrics.count_payload_log_drop)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if payload_log is not None:
+            payload_log.start()  # first: a destination it cannot open stops the start-up
+            metrics.watch_payload_log(DROP_REASONS)
         device = configure_devices(settings.device)
         repository = ModelRepository(settings, device, batch_observer=metrics.batch_observer)
         metrics.watch_repository(repository)
-        app.state.dataplane = DataPlane(repository, settings, metrics)
+        predictions = PredictionMonitor(settings.drift_window) if settings.drift_window else None
+        if predictions is not None:
+            metrics.watch_predictions(repository, predictions)
+        app.state.dataplane = DataPlane(repository, settings, metrics, predictions)
         keeping_in_sync = asyncio.create_task(
             _load_and_watch(repository, settings), name="keep-models-in-sync"
         )
@@ -65,12 +92,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await cancel_and_wait(keeping_in_sync)
             await repository.close()
             app.state.dataplane.close()
+            if payload_log is not None:  # time-bounded; joins the writer off the event loop
+                await asyncio.to_thread(payload_log.close)
+            if tracing is not None:  # last, so the spans of the drain go out too; time-bounded
+                await tracing.shutdown()
 
     app = FastAPI(
         title="Vision model serving",
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry support makes the request spans (app.tracing)
+        telemetry=tracing.fastapi_telemetry() if tracing is not None else TELEMETRY_OFF,
         docs_url=None,
         redoc_url=None,
         openapi_tags=[
@@ -84,6 +117,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.tracing = tracing
+    app.state.payload_log = payload_log
+    if payload_log is not None:  # not installed at all when off
+        app.add_middleware(PayloadLogMiddleware, payload_log=payload_log)
     app.add_middleware(EarlyAdmission, settings=settings)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
@@ -92,9 +129,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Inference-Header-Content-Length"],
-            expose_headers=["Inference-Header-Content-Length", "Retry-After"],
+            expose_headers=["Inference-Header-Content-Length", "Retry-After", REQUEST_ID_HEADER],
         )
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: counts 413s
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # counts 413s
+    if tracing is not None:  # not installed at all when off; inside the request id's
+        app.add_middleware(StageTracingMiddleware, tracing=tracing)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer and log line has the id
     install_error_handlers(app)
     install_offline_docs(app)
     protected = [Depends(require_api_key)]

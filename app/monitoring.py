@@ -18,7 +18,9 @@ Families (all prefixed `vision_serving_`):
 - `requests_total{model, version, api, status}`            counter
 - `request_duration_seconds{api}`                          histogram, whole request
 - `stage_duration_seconds{model, stage}`                   histogram; stage is
-                                                           preprocess, queue or inference
+                                                           preprocess, queue or inference;
+                                                           queue is what the pods scale on
+                                                           (below)
 - `batch_size{model}`                                      histogram, images per model call
 - `unreadable_files_total{model, code}`                    counter, files of answered
                                                            requests that could not be read
@@ -31,10 +33,33 @@ Families (all prefixed `vision_serving_`):
                                                            load, or "" (the status APIs
                                                            say why)
 - `model_load_failures_total{model}`                       counter
+- `payload_log_dropped_total{reason}`                      counter, records the payload
+                                                           log dropped, and inputs it did
+                                                           not store (`app.payload_log`)
+
+Recent predictions of each loaded version (`app.drift`; absent when
+`VISION_SERVING_DRIFT_WINDOW` is 0), summarised at scrape time:
+- `prediction_window_size{model, version}`                 gauge, predictions in the window
+- `prediction_class_share{model, version, class}`          gauge, share predicted as class
+- `prediction_mean_confidence{model, version}`             gauge, mean top-1 probability
+- `prediction_mean_entropy{model, version}`                gauge, in nats
+- `prediction_low_confidence_share{model, version}`        gauge, below the card's threshold
+- `prediction_no_digit_share{model, version}`              gauge, digit models only
+- `prediction_drift_score{model, version, kind}`           gauge, > 1 means drift; kind
+                                                           confidence, class_mix or
+                                                           combined; from 100 predictions,
+                                                           for cards with a profile
+
+Autoscaling: the queue stage's `_sum` over its `_count`, as rates over a minute, is the
+average time a request waited for its model call to start (0 for a batch run inline);
+prometheus-adapter serves its largest value over a pod's models as the per-pod metric
+the HorizontalPodAutoscaler scales on (deploy/prometheus-adapter/values.yaml,
+docs/deployment.md). The histogram costs nothing more for it.
 
 With several worker processes (`VISION_SERVING_WORKERS`), requests, latencies and batch
-sizes are summed over all of them, and the model families (the last five) carry a
-`worker` label (the process id) because each process loads its own copy.
+sizes are summed over all of them, and the model and prediction families carry a
+`worker` label (the process id) because each process loads its own copy and keeps its
+own windows.
 """
 
 from __future__ import annotations
@@ -52,6 +77,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.drift import PredictionMonitor
 from app.repository import ModelRepository, ModelState
 
 PREFIX = "vision_serving"
@@ -148,6 +174,14 @@ class ServingMetrics:
             ["model", "code"],
             registry=self.registry,
         )
+        self.payload_log_dropped = Counter(
+            f"{PREFIX}_payload_log_dropped",
+            "Payload log records dropped (queue_full, write_error, record_error, shutdown), "
+            "and inputs not stored (inputs_full, inputs_write_error); requests are answered "
+            "either way",
+            ["reason"],
+            registry=self.registry,
+        )
 
     def watch_repository(self, repository: ModelRepository) -> None:
         """Export the repository's loaded versions and load failures at scrape time."""
@@ -158,6 +192,13 @@ class ServingMetrics:
         self._repository_collectors.append(collector)
         self.registry.register(collector)
         self._repository = repository
+
+    def watch_predictions(self, repository: ModelRepository, monitor: PredictionMonitor) -> None:
+        """Export the recent predictions of every loaded version at scrape time."""
+        worker = str(os.getpid()) if self.multiprocess_dir is not None else None
+        collector = _PredictionCollector(repository, monitor, worker)
+        self._repository_collectors.append(collector)
+        self.registry.register(collector)
 
     def labels_from_url(self, path: str) -> tuple[str, str]:
         """`(model, version)` labels of a request the data plane did not label itself."""
@@ -177,6 +218,15 @@ class ServingMetrics:
 
     def count_unreadable_file(self, model: str, code: str) -> None:
         self.unreadable_files.labels(model, code).inc()
+
+    def watch_payload_log(self, drop_reasons: Sequence[str]) -> None:
+        """Show each reason of `payload_log_dropped_total` from 0, before any drop."""
+        for reason in drop_reasons:
+            self.payload_log_dropped.labels(reason)
+
+    def count_payload_log_drop(self, reason: str) -> None:
+        """Thread-safe: the payload log's writer thread counts its own drops."""
+        self.payload_log_dropped.labels(reason).inc()
 
     def batch_observer(self, model: str) -> BatchMetrics:
         return BatchMetrics(self, model)
@@ -262,6 +312,68 @@ class _RepositoryCollector(Collector):
         yield info
         yield runtimes
         yield failures
+
+
+class _PredictionCollector(Collector):
+    """Each loaded version's prediction window, summarised and scored when scraped."""
+
+    def __init__(
+        self, repository: ModelRepository, monitor: PredictionMonitor, worker: str | None
+    ) -> None:
+        self.repository = repository
+        self.monitor = monitor
+        self.extra_labels = ["worker"] if worker is not None else []
+        self.extra_values = [worker] if worker is not None else []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        worker_label, worker = self.extra_labels, self.extra_values
+
+        def gauge(name: str, documentation: str, *more_labels: str) -> GaugeMetricFamily:
+            labels = ["model", "version", *more_labels, *worker_label]
+            return GaugeMetricFamily(f"{PREFIX}_prediction_{name}", documentation, labels=labels)
+
+        size = gauge("window_size", "Predictions in the version's window of recent ones")
+        shares = gauge("class_share", "Share of the window's predictions of each class", "class")
+        confidence = gauge("mean_confidence", "Mean top-1 probability of the window")
+        entropy = gauge("mean_entropy", "Mean entropy of the window's probabilities, in nats")
+        low = gauge(
+            "low_confidence_share",
+            "Share of the window below the card's low-confidence threshold (by default halfway "
+            "between chance and 1)",
+        )
+        no_digit = gauge(
+            "no_digit_share", "Share of the window's pictures where no digit was found"
+        )
+        drift = gauge(
+            "drift_score",
+            "Drift of the window from the model card's prediction profile, in units of a "
+            "significant shift (PSI 0.25): above 1 means drift. kind: confidence (histogram "
+            "of the top-1 probability), class_mix, combined (the larger)",
+            "kind",
+        )
+        for name in self.repository.names():
+            for entry in self.repository.versions(name):
+                if entry.state is not ModelState.READY:
+                    continue
+                recent = self.monitor.recent(entry)
+                if recent is None:
+                    continue
+                model = [name, str(entry.version)]
+                size.add_metric([*model, *worker], recent.count)
+                window = recent.window
+                if window is None:
+                    continue
+                for label, share in window.class_mix.items():
+                    shares.add_metric([*model, label, *worker], share)
+                confidence.add_metric([*model, *worker], window.mean_confidence)
+                entropy.add_metric([*model, *worker], window.mean_entropy)
+                low.add_metric([*model, *worker], window.low_confidence_share)
+                if window.no_digit_share is not None:
+                    no_digit.add_metric([*model, *worker], window.no_digit_share)
+                if recent.scores is not None:
+                    for kind, score in recent.scores.normalized().items():
+                        drift.add_metric([*model, kind, *worker], score)
+        yield from (size, shares, confidence, entropy, low, no_digit, drift)
 
 
 class RequestMetricsMiddleware:

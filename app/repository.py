@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from app.batching import BatchObserver, MicroBatcher, inline_limit
+from app.batching import BatchObserver, BatchTrace, MicroBatcher, inline_limit
 from app.contract.model_card import MODEL_CARD_FILENAME, ModelCard, is_valid_model_name
 from app.devices import DevicePlacement
 from app.errors import ModelNotFound, ModelNotReady
@@ -105,11 +105,16 @@ class ServedModel:
         """What runs this version (LiteRT or the SavedModel) and why; None until loaded."""
         return self.runtime.info if self.runtime is not None else None
 
-    async def predict(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Queue `[k, H, W, C]` pixels on this model's batcher; `[k, classes]` back."""
+    async def predict(
+        self, pixels: NDArray[np.float32], trace: BatchTrace | None = None
+    ) -> NDArray[np.float32]:
+        """Queue `[k, H, W, C]` pixels on this model's batcher; `[k, classes]` back.
+
+        `trace`: the request's trace, when it is traced (`app.tracing`).
+        """
         if self.batcher is None:
             raise ModelNotReady(f"model {self.name} version {self.version} is {self.state}")
-        return await self.batcher.submit(pixels, busy=lambda: self.in_flight > 1)
+        return await self.batcher.submit(pixels, busy=lambda: self.in_flight > 1, trace=trace)
 
     async def unload(self) -> None:
         """Stop taking requests, let those in flight finish, then free the model.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from uvicorn.server import STARTUP_FAILURE
 
 from app import __main__ as entry
 from app.__main__ import parse_args, uvicorn_options
+from app.logs import JsonFormatter, TextFormatter
 from app.settings import Settings
 from app.workers import ReusePortListener
 from tests.conftest import REPO_ROOT
@@ -31,6 +34,25 @@ def test_the_access_log_can_be_turned_on(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_host_port_and_log_level_come_from_the_settings() -> None:
     options = uvicorn_options(Settings(host="0.0.0.0", port=8123, log_level="warning"))
     assert (options["host"], options["port"], options["log_level"]) == ("0.0.0.0", 8123, "warning")
+
+
+@pytest.mark.parametrize(
+    ("log_format", "formatter"), [("text", TextFormatter), ("json", JsonFormatter)]
+)
+def test_uvicorn_and_its_workers_are_given_the_log_format(
+    log_format: str, formatter: type[logging.Formatter]
+) -> None:
+    arguments = parse_args(["--log-format", log_format])
+    options = uvicorn_options(Settings(log_format=arguments.log_format))
+    # uvicorn pickles its config, `log_config` included, into each worker it spawns, which
+    # applies it before serving (tests/e2e/test_observability.py shows it for real).
+    log_config = pickle.loads(pickle.dumps(options))["log_config"]
+    assert log_config["formatters"]["service"]["()"] is formatter
+    handlers = log_config["handlers"]
+    assert {name: handlers[name]["filters"] for name in handlers} == {
+        "stderr": ["request_id"],
+        "access": ["request_id"],
+    }
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from app.batching import MicroBatcher, inline_limit
+from app.batching import BatchRun, MicroBatcher, inline_limit
 from app.errors import InferenceFailed
 
 pytestmark = pytest.mark.anyio
@@ -260,3 +260,72 @@ async def test_a_request_runs_on_the_thread_while_other_requests_are_under_way()
     await batcher.submit(images(1), busy=lambda: True)
     await batcher.stop()
     assert threading.current_thread().name not in model.threads
+
+
+class RecordingTrace:
+    """A traced request as the batcher sees it (`BatchTrace`): records what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[RecordingCall] = []
+
+    def queued(self, at: float, images: int) -> RecordingCall:
+        call = RecordingCall(at, images)
+        self.calls.append(call)
+        return call
+
+
+class RecordingCall:
+    def __init__(self, enqueued: float, images: int) -> None:
+        self.enqueued, self.images = enqueued, images
+        self.dispatched_at: float | None = None
+        self.run: BatchRun | None = None
+
+    def dispatched(self, at: float) -> None:
+        self.dispatched_at = at
+
+    def finished(self, run: BatchRun) -> None:
+        assert self.dispatched_at == run.dispatched
+        self.run = run
+
+
+async def test_traced_requests_are_told_which_batch_ran_them() -> None:
+    model = RecordingModel()
+    batcher = await started(model)
+    traces = [RecordingTrace() for _ in range(3)]
+    await asyncio.gather(
+        batcher.submit(images(1, 2), trace=traces[0]),
+        batcher.submit(images(3), trace=traces[1]),
+        batcher.submit(images(4)),  # untraced, in the same batch
+        batcher.submit(images(5), trace=traces[2]),
+    )
+    await batcher.stop()
+    assert model.batch_sizes == [5]
+    calls = [call for trace in traces for call in trace.calls]
+    assert [call.images for call in calls] == [2, 1, 1]
+    runs = [call.run for call in calls]
+    assert all(run is not None for run in runs)
+    assert len({id(run) for run in runs}) == 1  # one call, told alike to each request
+    run = runs[0]
+    assert run is not None
+    assert (run.images, run.requests, run.inline, run.error) == (5, 4, False, None)
+    assert run.batch_id == "test/1"
+    assert all(call.enqueued <= run.dispatched <= run.finished for call in calls)
+
+
+async def test_a_traced_inline_run_has_no_wait_and_a_failed_one_carries_its_error() -> None:
+    flaky = ScriptedModel(lambda pixels: pixels.reshape(len(pixels), -1)[:, :1], boom)
+    batcher = MicroBatcher(
+        flaky, max_batch_size=8, max_wait_seconds=0.0, name="flaky", inline_max_images=1
+    )
+    batcher.start()
+    served, failed = RecordingTrace(), RecordingTrace()
+    await batcher.submit(images(1), trace=served)
+    with pytest.raises(InferenceFailed):
+        await batcher.submit(images(2), trace=failed)
+    await batcher.stop()
+    [call] = served.calls
+    assert call.run is not None and call.run.inline
+    assert call.enqueued == call.run.dispatched <= call.run.finished
+    [call] = failed.calls
+    assert call.run is not None and isinstance(call.run.error, InferenceFailed)
+    assert call.run.batch_id == "flaky/2"

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.monitoring import UNKNOWN_MODEL, api_family
+from app.batching import MicroBatcher
+from app.contract.drift import prediction_profile
+from app.contract.model_card import ModelCard
+from app.monitoring import UNKNOWN_MODEL, ServingMetrics, api_family
 from tests.app.conftest import ServeFn
 from tests.app.images import png
 
@@ -155,3 +161,100 @@ async def test_every_answer_on_a_model_url_is_counted_under_the_model_it_names(
 )
 def test_api_family(path: str, family: str) -> None:
     assert api_family(path) == family
+
+
+async def test_prediction_gauges_summarise_each_loaded_version(
+    serve: ServeFn, model_dir_copy: Path
+) -> None:
+    """Window gauges for every version; drift scores only where the card has a profile."""
+    version_dir = model_dir_copy / "tiny-xray" / "1"
+    card = ModelCard.read(version_dir)
+    sure = [[0.99, 0.01]] * 50 + [[0.01, 0.99]] * 50
+    reference = prediction_profile(sure, card.class_names)
+    card.model_copy(update={"prediction_profile": reference}).write(version_dir)
+    files = [("files", (f"{i}.png", png(seed=i, size=32))) for i in range(50)]
+    async with serve(model_dir=model_dir_copy, drift_window=100) as client:
+        before = await scrape(client)
+        answers = []
+        for _ in range(3):  # 150 predictions: the window keeps the last 100
+            response = await client.post("/api/v1/models/tiny-xray/probabilities", files=files)
+            answers += [r["probabilities"] for r in response.json()["results"]]
+        await client.post(PREDICT, files={"files": ("d.png", png())})
+        after = await scrape(client)
+
+    xray = {"model": "tiny-xray", "version": "1"}
+    digits = {"model": "tiny-digits", "version": "1"}
+    assert value(before, "vision_serving_prediction_window_size", **xray) == 0
+    assert value(after, "vision_serving_prediction_window_size", **xray) == 100
+    assert value(after, "vision_serving_prediction_window_size", **digits) == 1
+    window = np.array([[a[c] for c in card.class_names] for a in answers[-100:]])
+    top = window.argmax(axis=1)
+    for index, name in enumerate(card.class_names):
+        share = value(after, "vision_serving_prediction_class_share", **xray, **{"class": name})
+        assert share == pytest.approx(np.mean(top == index))
+    confidence = window.max(axis=1)
+    assert value(after, "vision_serving_prediction_mean_confidence", **xray) == pytest.approx(
+        confidence.mean(), abs=1e-5
+    )
+    low = value(after, "vision_serving_prediction_low_confidence_share", **xray)
+    assert low == pytest.approx(np.mean(confidence < 0.75))
+    entropy = -(window * np.log(window)).sum(axis=1).mean()
+    mean_entropy = value(after, "vision_serving_prediction_mean_entropy", **xray)
+    assert mean_entropy == pytest.approx(entropy, abs=1e-4)
+    scores = {
+        kind: value(after, "vision_serving_prediction_drift_score", **xray, kind=kind)
+        for kind in ("confidence", "class_mix", "combined")
+    }
+    # The untrained tiny model is never as sure as the reference.
+    assert scores["combined"] == max(scores["confidence"], scores["class_mix"]) > 1
+    exported = {
+        (name, dict(labels)["model"]) for name, labels in after if dict(labels).get("model")
+    }
+    assert ("vision_serving_prediction_drift_score", "tiny-digits") not in exported  # no profile
+    assert ("vision_serving_prediction_no_digit_share", "tiny-digits") in exported
+    assert ("vision_serving_prediction_no_digit_share", "tiny-xray") not in exported
+
+
+async def test_queue_time_averages_how_long_requests_waited_for_their_batch() -> None:
+    """The autoscaler's figure (deploy/prometheus-adapter: the queue stage's sum over its
+    count) is the mean time a request waited for its model call to start."""
+    metrics = ServingMetrics()
+    started: list[float] = []  # when each model call began, on the inference thread
+
+    def model(pixels: np.ndarray) -> np.ndarray:
+        started.append(time.perf_counter())
+        time.sleep(0.2 if len(started) == 1 else 0)  # the first batch keeps the others waiting
+        return pixels.reshape(len(pixels), -1)[:, :1].copy()
+
+    batcher = MicroBatcher(
+        model,
+        max_batch_size=32,
+        max_wait_seconds=0,
+        name="m",
+        observer=metrics.batch_observer("m"),
+    )
+    batcher.start()
+    sent: dict[int, float] = {}
+
+    async def send(index: int) -> None:
+        sent[index] = time.perf_counter()
+        await batcher.submit(np.full((1, 1, 1, 1), index, dtype=np.float32))
+
+    first = asyncio.create_task(send(0))
+    await asyncio.sleep(0.05)  # the first batch is running: the next three queue behind it
+    await asyncio.gather(first, *(send(index) for index in (1, 2, 3)))
+    await batcher.stop()
+
+    waits = [started[0] - sent[0]] + [started[1] - sent[index] for index in (1, 2, 3)]
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(metrics.exposition()[0].decode())
+        for sample in family.samples
+        if sample.labels.get("stage") == "queue"
+    }
+    count = samples["vision_serving_stage_duration_seconds_count"]
+    total = samples["vision_serving_stage_duration_seconds_sum"]
+    assert count == 4
+    # the batcher times the dispatch just before the hop to the inference thread
+    assert total / count == pytest.approx(np.mean(waits), abs=0.01)
+    assert np.mean(waits) > 0.1  # three of the four waited out most of the first batch

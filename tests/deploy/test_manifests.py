@@ -4,7 +4,9 @@ Kubernetes manifests are validated against the official schemas bundled by the
 `kubernetes-validate` package (strict: unknown fields fail), compose.yaml against the
 compose-spec schema vendored by `check-jsonschema`. KServe's InferenceService has no
 offline schema: its pod part is validated as a Kubernetes PodSpec and the rest is
-checked field by field. Probe paths must be routes of `create_app()`.
+checked field by field; so is the prometheus-adapter rule that serves the autoscaler's
+metric, whose series must be ones the real app exports. Probe paths must be routes of
+`create_app()`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -34,6 +37,10 @@ DOCKERFILE = REPO_ROOT / "Dockerfile"
 KUBERNETES = REPO_ROOT / "deploy" / "kubernetes"
 INFERENCE_SERVICE = REPO_ROOT / "deploy" / "kserve" / "inferenceservice.yaml"
 COMPOSE = REPO_ROOT / "compose.yaml"
+PROMETHEUS_ADAPTER = REPO_ROOT / "deploy" / "prometheus-adapter" / "values.yaml"
+QUEUE_TIME_METRIC = "vision_serving_queue_wait_seconds"
+# What a prometheus-adapter rule may hold (its docs/config.md); the adapter has no schema
+ADAPTER_RULE_FIELDS = {"seriesQuery", "seriesFilters", "resources", "name", "metricsQuery"}
 IMAGE_NAME = "vision-serving"
 # Kubernetes versions the manifests must be valid for: an older one still widely run,
 # and the newest kubernetes-validate knows
@@ -265,6 +272,15 @@ def check_container(
     return port
 
 
+def decimal_quantity(value: str | int | float) -> float:
+    """A Kubernetes quantity without binary suffixes, as a number: `20m` -> 0.02."""
+    text = str(value)
+    units = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
+    if text[-1:] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
+
+
 def memory_bytes(quantity: str) -> int:
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
     number, unit = re.fullmatch(r"(\d+)([A-Za-z]*)", quantity).groups()  # type: ignore[union-attr]
@@ -301,10 +317,21 @@ def test_service_and_autoscaler_point_at_the_deployment() -> None:
     assert hpa["apiVersion"] == "autoscaling/v2"
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
-    [metric] = hpa["spec"]["metrics"]
-    assert metric["resource"]["name"] == "cpu"
-    assert metric["resource"]["target"]["type"] == "Utilization"
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+def test_autoscaler_scales_on_the_queue_time_per_pod() -> None:
+    spec = find("HorizontalPodAutoscaler")["spec"]
+    [metric] = spec["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == QUEUE_TIME_METRIC
+    target = metric["pods"]["target"]
+    assert target["type"] == "AverageValue"
+    # a wait in seconds: above a pod with headroom (a batch of X-rays takes a few ms),
+    # below the request deadline by far
+    assert 0.002 <= decimal_quantity(target["averageValue"]) <= 0.5
+    # queue time collapses after a scale-up: scale-down must not follow it at once
+    assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 180
 
 
 def test_kustomization_lists_every_manifest() -> None:
@@ -388,6 +415,78 @@ def test_inference_service_pod_part_is_a_valid_pod_spec(version: str) -> None:
         validator.validate(pod, version, strict=True)
     except validator.ValidationError as error:
         pytest.fail(f"InferenceService predictor is not a valid PodSpec: {error.message}")
+
+
+# --------------------------------------------------------------------------- prometheus-adapter
+
+
+def adapter_values() -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load(PROMETHEUS_ADAPTER.read_text())
+    return values
+
+
+def queue_time_rule() -> dict[str, Any]:
+    [rule] = [
+        r for r in adapter_values()["rules"]["custom"] if r["name"]["as"] == QUEUE_TIME_METRIC
+    ]
+    return rule
+
+
+def test_prometheus_adapter_values_are_the_charts() -> None:
+    values = adapter_values()
+    assert set(values) <= {"prometheus", "rules"}
+    url = urlsplit(values["prometheus"]["url"])
+    assert url.scheme in {"http", "https"} and url.hostname
+    assert isinstance(values["prometheus"]["port"], int)
+    assert set(values["rules"]) <= {"default", "custom", "existing", "external", "resource"}
+
+
+def test_prometheus_adapter_rule_gives_one_value_per_pod() -> None:
+    rule = queue_time_rule()
+    assert {"seriesQuery", "resources", "name", "metricsQuery"} <= set(rule) <= ADAPTER_RULE_FIELDS
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
+    series = re.match(r"\s*(\w+)\{", rule["seriesQuery"])
+    assert series is not None and re.search(rule["name"]["matches"], series.group(1))
+    assert 'namespace!=""' in rule["seriesQuery"] and 'pod!=""' in rule["seriesQuery"]
+    query = rule["metricsQuery"]
+    # the HPA's namespace and pods select every series; the result is grouped by pod only
+    selectors = re.findall(r"\{([^}]*)\}", query)
+    assert selectors and all("<<.LabelMatchers>>" in selector for selector in selectors)
+    assert query.strip().startswith("max by (<<.GroupBy>>) (")
+    for opening, closing in ("()", "[]", "{}"):
+        assert query.count(opening) == query.count(closing), opening
+    # an idle pod is 0, not 0/0: the HPA cannot use NaN
+    assert "clamp_min(" in query
+
+
+def test_prometheus_adapter_reads_series_the_app_exports() -> None:
+    """Names, stage and labels of the rule are what the real `ServingMetrics` exposes."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from app.monitoring import ServingMetrics
+
+    metrics = ServingMetrics()
+    metrics.batch_observer("mnist-mlp").observe_batch(2, [0.001, 0.002], 0.003)
+    exposition = generate_latest(metrics.registry).decode()
+    exported = {
+        (sample.name, sample.labels.get("stage")): set(sample.labels)
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    }
+    rule = queue_time_rule()
+    used = re.findall(
+        r"(vision_serving_\w+)\{([^}]*)\}", rule["seriesQuery"] + rule["metricsQuery"]
+    )
+    assert len(used) == 3  # the series listed, then the sum and count of the average
+    for name, matchers in used:
+        stage = re.search(r'stage="(\w+)"', matchers)
+        assert stage is not None, name
+        assert (name, stage.group(1)) in exported, f"the app exports no {name} for that stage"
+        assert "model" in exported[(name, stage.group(1))]
 
 
 # --------------------------------------------------------------------------- compose
