@@ -1,4 +1,9 @@
-"""Turn softmax outputs into the native API's response items."""
+"""Turn softmax outputs into the native API's response items.
+
+A single label (`label`, `predicted_label`, the first of `top_k`) is the one the card's
+decision rule gives (`app.contract.decision`): the argmax, or a two-class model's
+operating point. Probabilities are reported as the model gave them.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from app.contract.decision import decide, rank_classes
 from app.dataplane import Classification, Evaluation
 from app.schemas import (
     ClassProbability,
@@ -60,17 +66,19 @@ def to_predictions(
     *,
     include_preprocessed: bool = False,
 ) -> list[Prediction]:
-    """Label, confidence and the `top_k` most likely classes of each input that was read.
+    """Label, confidence and the `top_k` classes of each input that was read, label first.
 
     `filenames` names every file sent; each answer is matched to its own by position.
     """
-    names = classification.card.class_names
+    card = classification.card
+    names = card.class_names
     k = min(top_k, len(names))
+    rankings = rank_classes(classification.probabilities, names, card.operating_point)
     predictions = []
-    for row_index, (position, row) in enumerate(
-        zip(classification.positions, classification.probabilities, strict=True)
+    for row_index, (position, row, ranking) in enumerate(
+        zip(classification.positions, classification.probabilities, rankings, strict=True)
     ):
-        ranked = np.argsort(-row, kind="stable")[:k]
+        ranked = ranking[:k]
         best = int(ranked[0])
         predictions.append(
             Prediction(
@@ -140,12 +148,20 @@ def to_probabilities(
 def to_file_predictions(evaluation: Evaluation, filenames: Sequence[str]) -> list[FilePrediction]:
     """Per-file outcome of an evaluation: true class, predicted class, right or wrong."""
     classification = evaluation.classification
-    names = classification.card.class_names
+    card = classification.card
+    names = card.class_names
+    decided = decide(classification.probabilities, names, card.operating_point)
     results = []
-    for row_index, (position, label, row) in enumerate(
-        zip(classification.positions, evaluation.labels, classification.probabilities, strict=True)
+    for row_index, (position, label, row, predicted_index) in enumerate(
+        zip(
+            classification.positions,
+            evaluation.labels,
+            classification.probabilities,
+            decided,
+            strict=True,
+        )
     ):
-        predicted = int(np.argmax(row))
+        predicted = int(predicted_index)
         results.append(
             FilePrediction(
                 index=position,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field
 
 from app.contract.classification import EvaluationReport
+from app.contract.drift import DriftScores, PredictionProfile
 from app.contract.model_card import InputSpec, ModelCard
 
 if TYPE_CHECKING:
@@ -54,10 +55,17 @@ class Prediction(BaseModel):
 
     index: int = Field(description="Position of the file among those sent, from 0", examples=[0])
     filename: str = Field(examples=["digit.png"])
-    label: str = Field(description="Most likely class", examples=["7"])
+    label: str = Field(
+        description="The class decided: the most likely, or, when the model card has an "
+        "operating point (two-class models), its positive class if that class's probability "
+        "is at least the threshold and the other class if not",
+        examples=["7"],
+    )
     class_index: int = Field(description="Its index in class_names", examples=[7])
     confidence: float = Field(description="Its softmax probability", examples=[0.994])
-    top_k: list[ClassProbability] = Field(description="The k most likely classes, best first")
+    top_k: list[ClassProbability] = Field(
+        description="The k most likely classes, best first; the label always comes first"
+    )
     digit_found: bool | None = _DIGIT_FOUND
     preprocessed_png: str | None = Field(
         default=None,
@@ -194,10 +202,45 @@ class ModelList(BaseModel):
     )
 
 
+class RecentPredictions(BaseModel):
+    """The last predictions a version served, against the profile its card records.
+
+    Kept per serving process; drift is scored once `MIN_SCORED_PREDICTIONS` (100) are in
+    and only when the card has a reference profile (docs/observability.md).
+    """
+
+    window_size: int = Field(
+        description="Most predictions the window holds (VISION_SERVING_DRIFT_WINDOW)",
+        examples=[1000],
+    )
+    count: int = Field(description="Predictions in the window now", examples=[640])
+    status: Literal["ok", "drift", "warming_up", "no_reference"] = Field(
+        description="ok or drift (drift_score above 1); warming_up: too few predictions to "
+        "score yet; no_reference: the model card has no prediction_profile to compare with",
+        examples=["ok"],
+    )
+    note: str | None = Field(default=None, description="Why there is no score, if there is none")
+    window: PredictionProfile | None = Field(
+        default=None, description="Profile of the predictions in the window; null while empty"
+    )
+    reference: PredictionProfile | None = Field(
+        default=None, description="The model card's profile of its test split"
+    )
+    scores: DriftScores | None = Field(
+        default=None, description="How far the window has moved from the reference"
+    )
+
+
 class ModelDetail(ModelStatus):
     """Serving status plus the full model card."""
 
     card: ModelCard | None = None
+    recent_predictions: RecentPredictions | None = Field(
+        default=None,
+        description="The recent predictions of the version unversioned requests use, and "
+        "their drift from the card's profile; null when monitoring is off "
+        "(VISION_SERVING_DRIFT_WINDOW=0) or no version serves",
+    )
 
 
 class FilePrediction(BaseModel):
@@ -225,6 +268,11 @@ class EvaluateResponse(EvaluationReport):
         default_factory=list,
         description="Files that could not be read: left out of every figure above, each with "
         "its error. An evaluation none of whose files can be read gets a 415/422 error",
+    )
+    evaluation_at_argmax: EvaluationReport | None = Field(
+        default=None,
+        description="Models with an operating point: the same evaluation with argmax labels, "
+        "to compare with the figures above, which are at the operating point",
     )
 
 

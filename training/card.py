@@ -12,7 +12,15 @@ import numpy as np
 import tensorflow as tf
 
 from app.contract.classification import EvaluationReport
-from app.contract.model_card import DataSource, ModelCard, ParentModel, TrainingRecord
+from app.contract.decision import OperatingPoint
+from app.contract.drift import PredictionProfile
+from app.contract.model_card import (
+    Calibration,
+    DataSource,
+    ModelCard,
+    ParentModel,
+    TrainingRecord,
+)
 from training.data import TrainingData, image_input_spec
 from training.fit import History
 from training.recipes.base import Recipe, TrainRequest
@@ -26,6 +34,10 @@ def build_card(
     data: TrainingData,
     history: History,
     evaluation: EvaluationReport,
+    evaluation_at_argmax: EvaluationReport | None,
+    operating_point: OperatingPoint | None,
+    calibration: Calibration | None,
+    prediction_profile: PredictionProfile | None,
     artifacts: dict[str, str],
 ) -> ModelCard:
     """The card of a version about to be published (`training.export.publish` numbers it)."""
@@ -64,6 +76,10 @@ def build_card(
             parent=ParentModel(**request.parent) if request.parent else None,
         ),
         evaluation=evaluation,
+        evaluation_at_argmax=evaluation_at_argmax,
+        operating_point=operating_point,
+        calibration=calibration,
+        prediction_profile=prediction_profile,
         library_versions={
             "tensorflow": tf.__version__,
             "keras": keras.__version__,

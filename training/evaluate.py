@@ -16,6 +16,7 @@ import tensorflow as tf
 from numpy.typing import NDArray
 
 from app.contract.classification import EvaluationReport, evaluate_probabilities
+from app.contract.decision import OperatingPoint
 from app.contract.model_card import ModelCard
 from training.data import (
     DataError,
@@ -53,10 +54,15 @@ def predict_with_saved_model(
 
 
 def evaluate_saved_model(
-    version_dir: Path, data: LabelledArrays, class_names: list[str]
+    version_dir: Path,
+    data: LabelledArrays,
+    class_names: list[str],
+    operating_point: OperatingPoint | None = None,
 ) -> EvaluationReport:
+    """The SavedModel's serving signature evaluated on `data`, labels decided by
+    `operating_point` (argmax without one), as the service decides them."""
     probabilities = predict_with_saved_model(version_dir, data.images)
-    return evaluate_probabilities(data.labels, probabilities, class_names)
+    return evaluate_probabilities(data.labels, probabilities, class_names, operating_point)
 
 
 def load_split_for_card(card: ModelCard, data_path: Path | None, split: str) -> LabelledArrays:

@@ -4,7 +4,8 @@
                             model.tflite                  the same, converted for LiteRT
                             model.keras                   for retraining
                             history.json                  per-epoch metrics
-                            training.png, confusion.png   pictures of the run
+                            training.png, confusion.png,  pictures of the run
+                            reliability.png
                             model_card.json               the contract with the service
 
 Everything is written into a hidden `.tmp-<uuid>` folder beside the versions and renamed
@@ -33,6 +34,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from numpy.typing import NDArray
 
+from app.contract.classification import PROBABILITY_FLOOR
 from app.contract.model_card import (
     LITERT_MODEL_FILENAME,
     LITERT_MODEL_ROLE,
@@ -50,6 +52,7 @@ ARTIFACTS = {
     "history": "history.json",
     "training_plot": "training.png",
     "confusion_plot": "confusion.png",
+    "reliability_plot": "reliability.png",
 }
 CHECKED_TEST_IMAGES = 32  # real images join the contract's check inputs at export
 
@@ -68,8 +71,15 @@ def next_version(model_root: Path) -> int:
     return versions[-1] + 1 if versions else 1
 
 
-def write_saved_model(model: keras.Model, directory: Path) -> None:
-    """SavedModel with one signature: `pixels` [N,H,W,C] float32 -> `probabilities`."""
+def write_saved_model(
+    model: keras.Model, directory: Path, temperature: float | None = None
+) -> None:
+    """SavedModel with one signature: `pixels` [N,H,W,C] float32 -> `probabilities`.
+
+    With a `temperature`, the signature ends in temperature scaling,
+    softmax(log(max(p, floor)) / T) as `training.calibrate.apply_temperature` computes it,
+    so every runtime and protocol serves the calibrated probabilities.
+    """
     archive = keras.export.ExportArchive()
     archive.track(model)
     input_spec = tf.TensorSpec(
@@ -77,7 +87,11 @@ def write_saved_model(model: keras.Model, directory: Path) -> None:
     )
 
     def serve(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUT_NAME: model(pixels, training=False)}
+        probabilities = model(pixels, training=False)
+        if temperature is not None:
+            logits = tf.math.log(tf.maximum(probabilities, PROBABILITY_FLOOR))
+            probabilities = tf.nn.softmax(logits / temperature, axis=-1)
+        return {OUTPUT_NAME: probabilities}
 
     archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=[input_spec])
     archive.write_out(str(directory), verbose=False)
@@ -146,10 +160,12 @@ def write_serving_files(
     *,
     history: dict[str, list[float]],
     check_images: NDArray[np.float32],
+    temperature: float | None = None,
 ) -> dict[str, str]:
-    """The SavedModel, its LiteRT conversion (when it agrees), `model.keras` and the
-    history; returns the artefacts by role for the card."""
-    write_saved_model(model, staging)
+    """The SavedModel (calibrated by `temperature`, if given), its LiteRT conversion (when
+    it agrees), `model.keras` (uncalibrated, to retrain from) and the history; returns the
+    artefacts by role for the card."""
+    write_saved_model(model, staging, temperature)
     spec = image_input_spec(model.input_shape[1:3], model.input_shape[3])
     artifacts = {role: ARTIFACTS[role] for role in ("keras_model", "history")}
     if write_litert_model(staging, spec, check_images[:CHECKED_TEST_IMAGES]):

@@ -1,4 +1,5 @@
-"""The training flow, top to bottom: data -> build -> fit -> evaluate -> export -> card.
+"""The training flow, top to bottom: data -> build -> fit -> calibrate -> export ->
+evaluate -> card -> publish.
 
 `start_run` begins a run in a new run folder, `resume_run` carries on an interrupted one
 and `start_retrain` starts a run from an exported version on new data. All three end in
@@ -16,14 +17,27 @@ from datetime import datetime
 from pathlib import Path
 
 import keras
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from app.contract.model_card import ModelCard
+from app.contract.classification import (
+    CALIBRATION_BINS,
+    EvaluationReport,
+    brier_score,
+    evaluate_probabilities,
+    expected_calibration_error,
+    reliability_bins,
+)
+from app.contract.decision import OperatingPoint
+from app.contract.drift import prediction_profile
+from app.contract.model_card import Calibration, CalibrationChange, CalibrationScores, ModelCard
+from training.calibrate import apply_temperature, choose_threshold, fit_temperature
 from training.card import build_card
 from training.data import TrainingData
-from training.evaluate import evaluate_saved_model
+from training.evaluate import predict_with_saved_model
 from training.export import ARTIFACTS, publish, staging_folder, write_serving_files
 from training.fit import LAST_CHECKPOINT, compile_model, fit_in_run_dir
-from training.plots import plot_confusion_matrix, plot_training_history
+from training.plots import plot_confusion_matrix, plot_reliability_diagram, plot_training_history
 from training.recipes import Recipe, TrainRequest, recipe_for
 
 RUN_REQUEST = "run.json"
@@ -38,12 +52,13 @@ class RunResult:
     card: ModelCard
 
     def summary(self) -> str:
-        evaluation = self.card.evaluation
+        evaluation, training = self.card.evaluation, self.card.training
+        assert evaluation is not None and training is not None  # a trained card has both
         accuracy = f"{evaluation.accuracy:.4f}" if evaluation.accuracy is not None else "n/a"
         return (
             f"exported {self.card.name} v{self.card.version} to {self.version_dir} | "
             f"test accuracy {accuracy} on {evaluation.count} images | "
-            f"{self.card.training.epochs_run} epochs, {self.card.training.duration_seconds:.0f}s"
+            f"{training.epochs_run} epochs, {training.duration_seconds:.0f}s"
         )
 
 
@@ -105,21 +120,27 @@ def start_retrain(
     `overrides` (fit settings such as epochs or learning_rate).
     """
     card = ModelCard.read(version_dir)
+    trained = card.training
+    if trained is None:
+        raise FileNotFoundError(
+            f"{version_dir} was imported, not trained here: it has no training record "
+            "to retrain with (train a recipe, or import a retrained model again)"
+        )
     recipe = recipe_for(card.name)
     keras_model = version_dir / card.artifacts.get("keras_model", ARTIFACTS["keras_model"])
     if not keras_model.is_file():
         raise FileNotFoundError(f"{version_dir} has no {keras_model.name} to retrain from")
-    recorded = card.training.hyperparameters
+    recorded = trained.hyperparameters
     option_names = {option.name for option in dataclasses.fields(recipe.Options)}
     options = recipe.Options(**{k: v for k, v in recorded.items() if k in option_names})
     fit = dataclasses.replace(
         recipe.fit_defaults,
-        epochs=card.training.epochs_requested,
-        batch_size=card.training.batch_size,
-        optimizer=card.training.optimizer,
-        learning_rate=card.training.learning_rate,
-        seed=card.training.seed,
-        early_stopping=card.training.early_stopping,
+        epochs=trained.epochs_requested,
+        batch_size=trained.batch_size,
+        optimizer=trained.optimizer,
+        learning_rate=trained.learning_rate,
+        seed=trained.seed,
+        early_stopping=trained.early_stopping,
         ema_momentum=recorded.get("ema_momentum"),
     )
     request = TrainRequest(
@@ -163,14 +184,25 @@ def _finish_run(
 ) -> RunResult:
     model = _model_to_fit(recipe, request, run_dir)
     history = fit_in_run_dir(model, data, request.fit, run_dir, extra_callbacks)
+    calibrated = _calibrate(recipe, model, data)
     test = recipe.load_split(request.data_path, "test", recipe.options(request))
     with staging_folder(Path(request.model_dir) / recipe.name) as staging:
-        artifacts = write_serving_files(model, staging, history=history, check_images=test.images)
+        artifacts = write_serving_files(
+            model,
+            staging,
+            history=history,
+            check_images=test.images,
+            temperature=calibrated.temperature,
+        )
         # The card's figures are those of the written SavedModel: what the service loads.
-        evaluation = evaluate_saved_model(staging, test, data.class_names)
-        plot_training_history(history, staging / ARTIFACTS["training_plot"], title=recipe.name)
-        plot_confusion_matrix(evaluation, staging / ARTIFACTS["confusion_plot"], title=recipe.name)
-        artifacts.update({role: ARTIFACTS[role] for role in ("training_plot", "confusion_plot")})
+        served = predict_with_saved_model(staging, test.images)
+        evaluation, evaluation_at_argmax = _evaluations(
+            test.labels, served, data.class_names, calibrated
+        )
+        uncalibrated = model.predict(test.images, batch_size=256, verbose=0)
+        calibration = calibrated.record(test.labels, uncalibrated, served)
+        _plot(recipe.name, staging, history, evaluation, test.labels, uncalibrated, served)
+        artifacts.update({role: ARTIFACTS[role] for role in PLOTS})
         card = build_card(
             recipe,
             request,
@@ -178,7 +210,103 @@ def _finish_run(
             data=data,
             history=history,
             evaluation=evaluation,
+            evaluation_at_argmax=evaluation_at_argmax,
+            operating_point=calibrated.operating_point,
+            calibration=calibration,
+            prediction_profile=prediction_profile(served, data.class_names),
             artifacts=artifacts,
         )
         version_dir = publish(staging, card)
     return RunResult(run_dir=run_dir, version_dir=version_dir, card=ModelCard.read(version_dir))
+
+
+PLOTS = ("training_plot", "confusion_plot", "reliability_plot")
+
+
+@dataclass(frozen=True)
+class _Calibrated:
+    """What the validation split decided after fitting: the temperature the exported model
+    ends in and, for recipes with an operating goal, the decision threshold."""
+
+    temperature: float
+    operating_point: OperatingPoint | None
+    validation_labels: NDArray[np.int64]
+    validation_before: NDArray[np.float64]
+    validation_after: NDArray[np.float64]
+
+    def record(
+        self,
+        test_labels: NDArray[np.int64],
+        test_before: NDArray[np.float32],
+        test_after: NDArray[np.float32],
+    ) -> Calibration:
+        """The card's calibration record: ECE and Brier before and after, per split."""
+
+        def scores(probabilities: ArrayLike, labels: NDArray[np.int64]) -> CalibrationScores:
+            ece = expected_calibration_error(probabilities, labels)
+            brier = brier_score(probabilities, labels)
+            assert ece is not None and brier is not None  # both splits hold examples
+            return CalibrationScores(ece=ece, brier=brier)
+
+        return Calibration(
+            temperature=self.temperature,
+            fitted_on="validation",
+            bins=CALIBRATION_BINS,
+            splits={
+                "validation": CalibrationChange(
+                    before=scores(self.validation_before, self.validation_labels),
+                    after=scores(self.validation_after, self.validation_labels),
+                ),
+                "test": CalibrationChange(
+                    before=scores(test_before, test_labels), after=scores(test_after, test_labels)
+                ),
+            },
+        )
+
+
+def _calibrate(recipe: Recipe, model: keras.Model, data: TrainingData) -> _Calibrated:
+    """Temperature scaling fitted on validation, then the operating point chosen on the
+    calibrated validation probabilities (the ones the service will threshold)."""
+    before = np.asarray(model.predict(data.validation, verbose=0), dtype=np.float64)
+    labels = np.concatenate([np.asarray(batch_labels) for _, batch_labels in data.validation])
+    temperature = fit_temperature(before, labels)
+    after = apply_temperature(before, temperature)
+    operating_point = None
+    goal = recipe.operating_goal
+    if goal is not None:
+        positive = data.class_names.index(goal.positive_class)
+        choice = choose_threshold(after, labels, positive, goal.rule)
+        operating_point = choice.operating_point(data.class_names, chosen_on="validation")
+    return _Calibrated(temperature, operating_point, labels.astype(np.int64), before, after)
+
+
+def _evaluations(
+    labels: NDArray[np.int64],
+    served: NDArray[np.float32],
+    class_names: list[str],
+    calibrated: _Calibrated,
+) -> tuple[EvaluationReport, EvaluationReport | None]:
+    """The test evaluation as the service labels (by the operating point, if any), and
+    with argmax labels when that differs."""
+    point = calibrated.operating_point
+    at_point = evaluate_probabilities(labels, served, class_names, point)
+    return at_point, (evaluate_probabilities(labels, served, class_names) if point else None)
+
+
+def _plot(
+    name: str,
+    staging: Path,
+    history: dict[str, list[float]],
+    evaluation: EvaluationReport,
+    labels: NDArray[np.int64],
+    uncalibrated: NDArray[np.float32],
+    served: NDArray[np.float32],
+) -> None:
+    plot_training_history(history, staging / ARTIFACTS["training_plot"], title=name)
+    plot_confusion_matrix(evaluation, staging / ARTIFACTS["confusion_plot"], title=name)
+    plot_reliability_diagram(
+        reliability_bins(uncalibrated, labels),
+        reliability_bins(served, labels),
+        staging / ARTIFACTS["reliability_plot"],
+        title=f"{name}: test split, before and after temperature scaling",
+    )

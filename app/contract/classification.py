@@ -12,6 +12,22 @@ Conventions
   as 0 or NaN; macro averages are taken over the classes where the figure is defined.
 - ROC AUC is reported for two-class models only, with class index 1 as the positive
   class, and only when both classes occur in the labels.
+- The labels behind the confusion matrix and every figure derived from it come from
+  `app.contract.decision.decide`: the argmax, or the card's operating point. The report's
+  `decision` names the rule. Loss, ROC AUC, ECE and Brier score read the probabilities
+  only, so the decision rule does not change them.
+
+Calibration (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017)
+- Expected calibration error (ECE) looks at each example's top-label confidence, its
+  highest probability, and whether that top label (the argmax) is right. Confidences are
+  put into `bins` equal-width bins over [0, 1]; bin m (1-based) holds confidences in
+  ((m-1)/bins, m/bins], left edge open and right edge closed, and the first bin also
+  holds 0. ECE is the mean over bins of |accuracy - mean confidence|, each bin weighted
+  by its share of the examples; empty bins weigh nothing. 0 is perfectly calibrated.
+- Brier score is the multi-class one: the mean over examples of
+  sum_k (p_k - onehot_k)^2, between 0 (certain and right) and 2 (certain and wrong).
+  The binary Brier score often quoted for two-class models, (p_positive - y)^2, is
+  exactly half of it.
 """
 
 from __future__ import annotations
@@ -22,7 +38,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, Field
 
-_PROBABILITY_FLOOR = 1e-7  # Keras clips the same way in its cross-entropy
+from app.contract.decision import OperatingPoint, decide, describe_decision
+
+PROBABILITY_FLOOR = 1e-7
+"""Smallest probability taken before a logarithm; Keras clips the same way in its
+cross-entropy, and temperature scaling clips with it too."""
+CALIBRATION_BINS = 15
+"""Bins of the expected calibration error, as in Guo et al. (2017)."""
 
 
 class ClassMetrics(BaseModel):
@@ -64,6 +86,31 @@ class EvaluationReport(BaseModel):
     roc_auc: float | None = Field(
         default=None, description="Area under the ROC curve (two-class models, class 1 positive)"
     )
+    ece: float | None = Field(
+        default=None,
+        description=f"Expected calibration error of the top-label confidence "
+        f"({CALIBRATION_BINS} equal-width bins); 0 is perfectly calibrated",
+    )
+    brier: float | None = Field(
+        default=None,
+        description="Multi-class Brier score: mean of sum_k (p_k - onehot_k)^2, from 0 to 2",
+    )
+    decision: str = Field(
+        default=describe_decision(None),
+        description="The rule that turned probabilities into the labels counted above: "
+        "argmax, or the model's operating point",
+        examples=["argmax", "P(PNEUMONIA) >= 0.37"],
+    )
+
+
+class ReliabilityBin(BaseModel):
+    """One confidence bin of a reliability diagram. Means are `None` for an empty bin."""
+
+    lower: float = Field(description="Left edge, excluded (0 is included in the first bin)")
+    upper: float = Field(description="Right edge, included")
+    count: int
+    confidence: float | None = Field(description="Mean top-label confidence in the bin")
+    accuracy: float | None = Field(description="Share of the bin's top labels that are right")
 
 
 def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> NDArray[np.int64]:
@@ -78,9 +125,15 @@ def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int) -> 
 
 
 def evaluate_probabilities(
-    y_true: ArrayLike, probabilities: ArrayLike, class_names: Sequence[str]
+    y_true: ArrayLike,
+    probabilities: ArrayLike,
+    class_names: Sequence[str],
+    operating_point: OperatingPoint | None = None,
 ) -> EvaluationReport:
-    """Evaluate softmax outputs `[N, classes]` against integer labels `[N]`."""
+    """Evaluate softmax outputs `[N, classes]` against integer labels `[N]`.
+
+    Labels are decided by `operating_point` when given (two-class models), else by argmax.
+    """
     probs = np.asarray(probabilities, dtype=np.float64)
     num_classes = len(class_names)
     if probs.ndim != 2 or probs.shape[1] != num_classes:
@@ -90,7 +143,7 @@ def evaluate_probabilities(
     true = _as_labels(y_true, num_classes, "y_true")
     if true.size != probs.shape[0]:
         raise ValueError(f"{true.size} labels for {probs.shape[0]} rows of probabilities")
-    predicted = probs.argmax(axis=1)
+    predicted = decide(probs, class_names, operating_point)
     roc_auc = None
     if num_classes == 2:
         roc_auc = binary_roc_auc(true, probs[:, 1])
@@ -99,6 +152,9 @@ def evaluate_probabilities(
         class_names,
         loss=cross_entropy(true, probs),
         roc_auc=roc_auc,
+        ece=expected_calibration_error(probs, true),
+        brier=brier_score(probs, true),
+        decision=describe_decision(operating_point),
     )
 
 
@@ -108,6 +164,9 @@ def report_from_confusion(
     *,
     loss: float | None = None,
     roc_auc: float | None = None,
+    ece: float | None = None,
+    brier: float | None = None,
+    decision: str = describe_decision(None),
 ) -> EvaluationReport:
     """Derive every per-class and averaged figure from a confusion matrix."""
     counts = np.asarray(matrix, dtype=np.int64)
@@ -144,7 +203,81 @@ def report_from_confusion(
         macro_avg=_average(per_class, weighted=False),
         weighted_avg=_average(per_class, weighted=True),
         roc_auc=roc_auc,
+        ece=ece,
+        brier=brier,
+        decision=decision,
     )
+
+
+def reliability_bins(
+    probabilities: ArrayLike, y_true: ArrayLike, bins: int = CALIBRATION_BINS
+) -> list[ReliabilityBin]:
+    """Count, mean top-label confidence and top-label accuracy per confidence bin.
+
+    Bins as the module docstring says: `bins` equal-width, each `(lower, upper]`.
+    """
+    probs, true = _probabilities_and_labels(probabilities, y_true)
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == true).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # side="left" counts the inner edges strictly below a confidence: (lower, upper] bins.
+    which = np.searchsorted(edges[1:-1], confidence, side="left")
+    counts = np.bincount(which, minlength=bins)
+    confidence_sums = np.bincount(which, weights=confidence, minlength=bins)
+    correct_sums = np.bincount(which, weights=correct, minlength=bins)
+    return [
+        ReliabilityBin(
+            lower=float(edges[m]),
+            upper=float(edges[m + 1]),
+            count=int(counts[m]),
+            confidence=float(confidence_sums[m] / counts[m]) if counts[m] else None,
+            accuracy=float(correct_sums[m] / counts[m]) if counts[m] else None,
+        )
+        for m in range(bins)
+    ]
+
+
+def expected_calibration_error(
+    probabilities: ArrayLike, y_true: ArrayLike, bins: int = CALIBRATION_BINS
+) -> float | None:
+    """ECE of the top-label confidence; `None` for no examples, where it is undefined."""
+    return calibration_error_of_bins(reliability_bins(probabilities, y_true, bins))
+
+
+def calibration_error_of_bins(bins: Sequence[ReliabilityBin]) -> float | None:
+    """ECE from reliability bins: |accuracy - confidence| weighted by each bin's count."""
+    total = sum(b.count for b in bins)
+    if total == 0:
+        return None
+    return sum(
+        b.count / total * abs(b.accuracy - b.confidence)
+        for b in bins
+        if b.accuracy is not None and b.confidence is not None
+    )
+
+
+def brier_score(probabilities: ArrayLike, y_true: ArrayLike) -> float | None:
+    """Multi-class Brier score, mean of sum_k (p_k - onehot_k)^2; `None` for no examples."""
+    probs, true = _probabilities_and_labels(probabilities, y_true)
+    if true.size == 0:
+        return None
+    one_hot = np.zeros_like(probs)
+    one_hot[np.arange(true.size), true] = 1.0
+    return float(((probs - one_hot) ** 2).sum(axis=1).mean())
+
+
+def _probabilities_and_labels(
+    probabilities: ArrayLike, y_true: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        raise ValueError(f"probabilities must have shape [N, classes], got {list(probs.shape)}")
+    true = _as_labels(y_true, probs.shape[1], "y_true")
+    if true.size != probs.shape[0]:
+        raise ValueError(f"{true.size} labels for {probs.shape[0]} rows of probabilities")
+    return probs, true
 
 
 def cross_entropy(y_true: ArrayLike, probabilities: ArrayLike) -> float | None:
@@ -156,7 +289,7 @@ def cross_entropy(y_true: ArrayLike, probabilities: ArrayLike) -> float | None:
     true = np.asarray(y_true, dtype=np.int64).reshape(-1)
     if true.size == 0:
         return None
-    picked = np.clip(probs[np.arange(true.size), true], _PROBABILITY_FLOOR, 1.0)
+    picked = np.clip(probs[np.arange(true.size), true], PROBABILITY_FLOOR, 1.0)
     return float(-np.log(picked).mean())
 
 

@@ -5,6 +5,12 @@ Requests in TF Serving's JSON become the data plane's one call: numeric tensors 
 preprocessing as uploads (`classify_uploads`). The signature has one input, so each
 instance may be the tensor itself or an object naming it (`{"pixels": ...}`).
 Wire format: tensorflow/serving `g3doc/api/api_rest.md`.
+
+`:classify` lists every class with its probability as the score, unchanged. The list is
+best first, and "best" is the class the model card decides (`app.contract.decision`):
+the most likely, or, for a two-class model with an operating point, the class its
+threshold picks, even when the other has the higher score. A client that takes the
+first class therefore gets the same label as the native `predict`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
+from app.contract.decision import rank_classes
 from app.contract.images import Upload
 from app.contract.model_card import ModelCard
 from app.dataplane import DataPlane
@@ -177,7 +184,9 @@ class PredictResponse(BaseModel):
 
 class ClassifyResponse(BaseModel):
     results: list[list[tuple[str, float]]] = Field(
-        description="Per instance, every class as [label, score], best first",
+        description="Per instance, every class as [label, score]: the label the model "
+        "decides first (the highest score, or the class a two-class model's operating "
+        "point picks), then the rest by score. Scores are the probabilities",
         examples=[[[["7", 0.98], ["1", 0.01]]]],
     )
     digit_found: list[bool] | None = Field(default=None, description=_DIGIT_FOUND)
@@ -340,10 +349,11 @@ async def _classify(
     images, _ = _model_input(request, card)
     with _not_found_as(_servable(name, version)):
         result = await classify(dataplane, name, model.version, images)
-    results = []
-    for row in result.probabilities:
-        ranked = np.argsort(-row, kind="stable")
-        results.append([(card.class_names[i], float(row[i])) for i in ranked])
+    rankings = rank_classes(result.probabilities, card.class_names, card.operating_point)
+    results = [
+        [(card.class_names[i], float(row[i])) for i in ranked]
+        for row, ranked in zip(result.probabilities, rankings, strict=True)
+    ]
     return ClassifyResponse(results=results, digit_found=result.digit_found)
 
 

@@ -9,6 +9,9 @@ hold raw bytes; KServe's image examples send base64 the same way).
 
 Extensions: binary tensor data (`v2_binary`) and classification (`"classification": k`
 on a requested output returns `"score:index:label"` strings, top k, shape `[N, k]`).
+The first string is the label the model card decides (`app.contract.decision`): the
+most likely class, or the class a two-class model's operating point picks even when the
+other scores higher; the scores are the probabilities, unchanged.
 
 Digit models have a second output, `digit_found` (BOOL `[N]`), for BYTES images: false
 where the picture holds no plausible digit (a blank page, only ruled lines or a paper
@@ -30,6 +33,7 @@ from fastapi.responses import JSONResponse
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
+from app.contract.decision import rank_classes
 from app.contract.images import Upload
 from app.contract.model_card import ModelCard
 from app.dataplane import Classification, DataPlane
@@ -527,14 +531,16 @@ def _respond(
 
 
 def _top_classes(result: Classification, k: int) -> list[list[str]]:
-    """Triton's `"score:index:label"` strings, best first (fixed-point scores, as it writes)."""
-    names = result.card.class_names
+    """Triton's `"score:index:label"` strings, the decided label first (fixed-point
+    scores, as it writes)."""
+    card = result.card
+    names = card.class_names
     k = min(k, len(names))
-    rows = []
-    for row in result.probabilities:
-        ranked = np.argsort(-row, kind="stable")[:k]
-        rows.append([f"{float(row[i]):.6f}:{i}:{names[i]}" for i in ranked])
-    return rows
+    rankings = rank_classes(result.probabilities, names, card.operating_point)
+    return [
+        [f"{float(row[i]):.6f}:{i}:{names[i]}" for i in ranked[:k]]
+        for row, ranked in zip(result.probabilities, rankings, strict=True)
+    ]
 
 
 # Helpers ---------------------------------------------------------------------------

@@ -218,6 +218,7 @@ async def _evaluate(
         version=model.version,
         predictions=to_file_predictions(evaluation, filenames) if include_predictions else None,
         errors=to_file_errors(evaluation.classification),
+        evaluation_at_argmax=evaluation.report_at_argmax,
     )
 
 
@@ -252,7 +253,9 @@ async def evaluate(
     """Accuracy, confusion matrix and per-class metrics (the training schema) on your data.
 
     Send either a zip in `archive` with one folder per class name (`0`..`9` for digits,
-    `NORMAL`/`PNEUMONIA` for X-rays), or images in `files` with `labels`.
+    `NORMAL`/`PNEUMONIA` for X-rays), or images in `files` with `labels`. Labels are
+    decided as `predict` decides them (`decision` names the rule); a model with an
+    operating point also gets `evaluation_at_argmax`.
     """
     return await _evaluate(
         request, dataplane, settings, name, None, archive, files, labels, include_predictions

@@ -1,10 +1,12 @@
 """Plots recorded at training time, served as PNG from the served version's folder.
 
-Training writes `training.png` (loss and accuracy per epoch) and `confusion.png` (the
-test-set confusion matrix) beside each exported model and names them in the model card's
-`artifacts` ("training_plot", "confusion_plot"). Only files the card names are served,
-and only from inside the version folder: a card entry that points elsewhere (`..`, an
-absolute path, a symlink out of the folder) is treated as missing.
+Training writes `training.png` (loss and accuracy per epoch), `confusion.png` (the
+test-set confusion matrix) and, for a calibrated model, `reliability.png` (its reliability
+diagram before and after calibration) beside each exported model and names them in the
+model card's `artifacts` ("training_plot", "confusion_plot", "reliability_plot"). Only
+files the card names are served, and only from inside the version folder: a card entry
+that points elsewhere (`..`, an absolute path, a symlink out of the folder) is treated as
+missing.
 """
 
 from __future__ import annotations
@@ -22,14 +24,19 @@ from app.repository import ModelRepository
 router = APIRouter(prefix="/api/v1", tags=["models"])
 
 # Plot name in the URL -> role of the file in the model card's `artifacts`.
-PLOTS = {"training": "training_plot", "confusion": "confusion_plot"}
+PLOTS = {
+    "training": "training_plot",
+    "confusion": "confusion_plot",
+    "reliability": "reliability_plot",
+}
 
 ModelName = Annotated[str, Path(description="Model name", examples=["mnist-mlp"])]
 Version = Annotated[int, Path(ge=1, description="Model version", examples=[1])]
 PlotName = Annotated[
     str,
     Path(
-        description="`training` (loss and accuracy per epoch) or `confusion` (test set)",
+        description="`training` (loss and accuracy per epoch), `confusion` (test set) or "
+        "`reliability` (calibration before and after, calibrated models only)",
         examples=["training"],
     ),
 ]
@@ -70,12 +77,13 @@ def plot_path(repository: ModelRepository, name: str, version: int | None, plot:
 @router.get(
     "/models/{name}/plots/{plot}.png",
     response_class=FileResponse,
-    summary="A training-time plot of the served version (training curves, confusion)",
+    summary="A training-time plot of the served version (curves, confusion, reliability)",
     responses=_RESPONSES,
 )
 async def get_plot(name: ModelName, plot: PlotName, repository: RepositoryDep) -> FileResponse:
     """`training.png`: loss and accuracy per epoch; `confusion.png`: the test-set
-    confusion matrix, as recorded by training for the version that serves now."""
+    confusion matrix; `reliability.png`: accuracy against confidence per bin, before and
+    after calibration; as recorded by training for the version that serves now."""
     return FileResponse(plot_path(repository, name, None, plot), media_type="image/png")
 
 

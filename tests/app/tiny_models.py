@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from app.contract.classification import evaluate_probabilities
+from app.contract.decision import OperatingFigures, OperatingPoint
 from app.contract.model_card import (
     LITERT_MODEL_FILENAME,
     LITERT_MODEL_ROLE,
@@ -122,3 +123,44 @@ def give_foreign_litert_model(version_dir: Path, seed: int = 99) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         other = export_tiny_digits(Path(scratch), seed=seed)
         shutil.copyfile(other / LITERT_MODEL_FILENAME, version_dir / LITERT_MODEL_FILENAME)
+
+
+def copy_with_operating_point(
+    model_dir: Path,
+    source: str,
+    name: str,
+    threshold: float,
+    positive_class: str,
+    **card_updates: object,
+) -> Path:
+    """Copy `source/1` as model `name` whose card decides by `threshold` on `positive_class`,
+    its evaluations remade at the operating point and at argmax. `card_updates` are set on
+    the card too (calibration, artifacts)."""
+    target = model_dir / name / "1"
+    shutil.copytree(model_dir / source / "1", target)
+    card = ModelCard.read(target)
+    names = card.class_names
+    point = OperatingPoint(
+        positive_class=positive_class,
+        threshold=threshold,
+        goal=f"highest specificity with {positive_class} recall >= 0.95 on validation",
+        figures=OperatingFigures(
+            count=200,
+            recall=0.95,
+            specificity=0.62,
+            precision=0.81,
+            accuracy=0.83,
+            balanced_accuracy=0.785,
+        ),
+    )
+    labels = list(range(len(names)))
+    uniform = np.full((len(names), len(names)), 1 / len(names))
+    data = card.model_dump() | {
+        "name": name,
+        "operating_point": point,
+        "evaluation": evaluate_probabilities(labels, uniform, names, point),
+        "evaluation_at_argmax": evaluate_probabilities(labels, uniform, names),
+        **card_updates,
+    }
+    ModelCard.model_validate(data).write(target)  # validated, as the service will read it
+    return target

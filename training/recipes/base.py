@@ -17,27 +17,18 @@ from typing import Any, ClassVar
 import keras
 
 from app.contract.model_card import Preprocessing
+from training.calibrate import ThresholdGoal
 from training.data import LabelledArrays, TrainingData
 from training.fit import FitSettings
 
 
 @dataclass(frozen=True)
 class OperatingGoal:
-    """How a two-class recipe's decision threshold is chosen on validation.
-
-    `min_recall` of `positive_class` first; among the thresholds that keep it, the one with
-    the highest specificity (the other class's recall).
-    """
+    """How a two-class recipe's decision threshold is chosen on validation: which class
+    is positive and what the threshold must achieve (`training.calibrate`'s goals)."""
 
     positive_class: str
-    min_recall: float
-
-    @property
-    def text(self) -> str:
-        return (
-            f"highest specificity with {self.positive_class} recall >= {self.min_recall:g} "
-            "on validation"
-        )
+    rule: ThresholdGoal
 
 
 @dataclass

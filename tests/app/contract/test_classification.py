@@ -12,11 +12,16 @@ from numpy.typing import ArrayLike
 from app.contract.classification import (
     EvaluationReport,
     binary_roc_auc,
+    brier_score,
+    calibration_error_of_bins,
     confusion_matrix,
     cross_entropy,
     evaluate_probabilities,
+    expected_calibration_error,
+    reliability_bins,
     report_from_confusion,
 )
+from app.contract.decision import OperatingFigures, OperatingPoint
 
 CAT_DOG = [[80, 10], [8, 92]]  # rows: true cat, dog; columns: predicted cat, dog
 
@@ -391,6 +396,135 @@ def test_mismatched_lengths() -> None:
 def test_confusion_matrix_of_wrong_size() -> None:
     with pytest.raises(ValueError, match=r"confusion matrix must be 3x3, got \[2, 2\]"):
         report_from_confusion(CAT_DOG, ["a", "b", "c"])
+
+
+# --- Calibration: ECE, Brier score, reliability bins ----------------------------------------
+
+# Top-label confidences .9 (right), .8 (wrong), .6 (right), .7 (wrong), .5 (right: the tie
+# goes to class 0, the true one).
+CALIBRATION_PROBS = [[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.3, 0.7], [0.5, 0.5]]
+CALIBRATION_LABELS = [0, 1, 1, 0, 0]
+
+
+def test_reliability_bins_hand_computed() -> None:
+    bins = reliability_bins(CALIBRATION_PROBS, CALIBRATION_LABELS, bins=4)
+    assert [(b.lower, b.upper) for b in bins] == [(0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1)]
+    assert [b.count for b in bins] == [0, 1, 2, 2]
+    assert bins[0].confidence is None and bins[0].accuracy is None
+    # (0.25, 0.5] holds the 0.5 on its closed right edge; right
+    assert (bins[1].confidence, bins[1].accuracy) == (0.5, 1.0)
+    # (0.5, 0.75]: 0.6 right, 0.7 wrong
+    assert bins[2].confidence == pytest.approx(0.65)
+    assert bins[2].accuracy == 0.5
+    # (0.75, 1]: 0.9 right, 0.8 wrong
+    assert bins[3].confidence == pytest.approx(0.85)
+    assert bins[3].accuracy == 0.5
+
+
+def test_ece_hand_computed() -> None:
+    # 1/5 * |1 - 0.5| + 2/5 * |0.5 - 0.65| + 2/5 * |0.5 - 0.85| = 0.1 + 0.06 + 0.14
+    ece = expected_calibration_error(CALIBRATION_PROBS, CALIBRATION_LABELS, bins=4)
+    assert ece == pytest.approx(0.30)
+    bins = reliability_bins(CALIBRATION_PROBS, CALIBRATION_LABELS, bins=4)
+    assert calibration_error_of_bins(bins) == pytest.approx(0.30)
+
+
+def test_bin_edges_are_open_on_the_left_and_closed_on_the_right() -> None:
+    # With 2 bins the edge is 0.5: a confidence of exactly 0.5 belongs to the lower bin,
+    # one of exactly 1.0 to the upper.
+    bins = reliability_bins([[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]], [0, 0, 1], bins=2)
+    assert [b.count for b in bins] == [1, 2]
+
+
+def test_ece_of_a_constant_overconfident_model() -> None:
+    # Always 90% sure, right 6 times in 10: ECE = |0.6 - 0.9|
+    probs = [[0.9, 0.1]] * 10
+    labels = [0] * 6 + [1] * 4
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.3)
+
+
+def test_ece_of_a_calibrated_sample_is_near_zero() -> None:
+    # Each top label is right with exactly the probability the model gives it.
+    rng = np.random.default_rng(7)
+    confidence = rng.uniform(0.5, 1.0, 200_000)
+    right = rng.random(confidence.size) < confidence
+    probs = np.stack([confidence, 1 - confidence], axis=1)
+    labels = np.where(right, 0, 1)
+    assert expected_calibration_error(probs, labels) < 0.005
+
+
+def test_ece_of_an_overconfident_sample() -> None:
+    # Told p, but right only with probability 2p - 1 (less sure the closer p is to 0.5).
+    rng = np.random.default_rng(8)
+    confidence = rng.uniform(0.5, 1.0, 200_000)
+    right = rng.random(confidence.size) < 2 * confidence - 1
+    probs = np.stack([confidence, 1 - confidence], axis=1)
+    labels = np.where(right, 0, 1)
+    # E|p - (2p - 1)| = E[1 - p] = 0.25 for p uniform on [0.5, 1]
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.25, abs=0.01)
+
+
+def test_brier_score_hand_computed() -> None:
+    # sum_k (p_k - onehot_k)^2 per row: 0.02, 1.28, 0.32, 0.98, 0.5 -> mean 3.1 / 5
+    assert brier_score(CALIBRATION_PROBS, CALIBRATION_LABELS) == pytest.approx(0.62)
+    # The binary Brier score, (p_1 - y)^2, is half of it for two classes.
+    positive = np.asarray(CALIBRATION_PROBS)[:, 1]
+    binary = np.mean((positive - np.asarray(CALIBRATION_LABELS)) ** 2)
+    assert binary == pytest.approx(0.31)
+
+
+def test_brier_score_three_classes() -> None:
+    # (0.7 - 1)^2 + 0.2^2 + 0.1^2 = 0.14; 0.7^2 + (0.2 - 1)^2 + 0.1^2 = 1.14
+    probs = [[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]]
+    assert brier_score(probs, [0, 1]) == pytest.approx((0.14 + 1.14) / 2)
+
+
+def test_brier_score_bounds() -> None:
+    assert brier_score([[1.0, 0.0]], [0]) == 0.0
+    assert brier_score([[1.0, 0.0]], [1]) == 2.0
+
+
+def test_calibration_figures_of_no_examples_are_none() -> None:
+    assert expected_calibration_error(np.zeros((0, 2)), []) is None
+    assert brier_score(np.zeros((0, 2)), []) is None
+
+
+def test_calibration_figures_refuse_bad_input() -> None:
+    with pytest.raises(ValueError, match="bins must be at least 1"):
+        reliability_bins(CALIBRATION_PROBS, CALIBRATION_LABELS, bins=0)
+    with pytest.raises(ValueError, match="3 labels for 5 rows"):
+        brier_score(CALIBRATION_PROBS, [0, 1, 1])
+    with pytest.raises(ValueError, match="outside"):
+        expected_calibration_error(CALIBRATION_PROBS, [0, 1, 2, 0, 0])
+
+
+def test_evaluation_reports_calibration_and_argmax_decision() -> None:
+    report = evaluate_probabilities(CALIBRATION_LABELS, CALIBRATION_PROBS, ["cat", "dog"])
+    assert report.decision == "argmax"
+    assert report.brier == pytest.approx(0.62)
+    expected = expected_calibration_error(CALIBRATION_PROBS, CALIBRATION_LABELS, bins=15)
+    assert report.ece == pytest.approx(expected)
+    assert report_from_confusion(CAT_DOG, ["cat", "dog"]).ece is None
+
+
+def test_evaluation_at_an_operating_point_changes_labels_not_probability_figures() -> None:
+    point = OperatingPoint(
+        positive_class="dog",
+        threshold=0.15,
+        goal="test",
+        figures=OperatingFigures(
+            count=1, recall=1, specificity=1, precision=1, accuracy=1, balanced_accuracy=1
+        ),
+    )
+    at_argmax = evaluate_probabilities(CALIBRATION_LABELS, CALIBRATION_PROBS, ["cat", "dog"])
+    at_point = evaluate_probabilities(CALIBRATION_LABELS, CALIBRATION_PROBS, ["cat", "dog"], point)
+    # P(dog) = .1, .2, .6, .7, .5 against 0.15: dog for all but the first.
+    # Argmax: cat, cat, dog, dog, cat (the tie goes to cat).
+    assert at_argmax.confusion_matrix == [[2, 1], [1, 1]]
+    assert at_point.confusion_matrix == [[1, 2], [0, 2]]
+    assert at_point.decision == "P(dog) >= 0.15"
+    for figure in ("loss", "roc_auc", "ece", "brier"):
+        assert getattr(at_point, figure) == getattr(at_argmax, figure)
 
 
 # --- Serialisation ------------------------------------------------------------------------

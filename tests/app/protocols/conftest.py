@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from app.dataplane import DataPlane
 from app.main import create_app
 from app.settings import Settings
-from tests.app.tiny_models import TINY_DIGITS, export_tiny_digits
+from tests.app.tiny_models import TINY_DIGITS, copy_with_operating_point, export_tiny_digits
 
 
 @dataclass
@@ -61,4 +61,22 @@ async def mixed(
     (model_dir / TINY_DIGITS / "3").mkdir()
     (model_dir / "empty-model").mkdir()
     async with serving(Settings(model_dir=model_dir, version_policy="all")) as app:
+        yield app
+
+
+THRESHOLDED_XRAY = "tiny-xray-threshold"
+XRAY_THRESHOLD = 0.2
+"""`THRESHOLDED_XRAY` labels PNEUMONIA from P(PNEUMONIA) >= 0.2; the untrained tiny X-ray
+model gives flat gray pictures 0.3..0.45, so argmax says NORMAL where the threshold does not."""
+
+
+@pytest.fixture(scope="module")
+async def thresholded(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Served]:
+    """`tiny-xray` (argmax) and `tiny-xray-threshold`, the same model with an operating point."""
+    model_dir = tmp_path_factory.mktemp("thresholded") / "models"
+    shutil.copytree(tiny_model_dir, model_dir)
+    copy_with_operating_point(model_dir, "tiny-xray", THRESHOLDED_XRAY, XRAY_THRESHOLD, "PNEUMONIA")
+    async with serving(Settings(model_dir=model_dir)) as app:
         yield app

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tests.app.images import encode, png
-from tests.app.protocols.conftest import Served
+from tests.app.protocols.conftest import THRESHOLDED_XRAY, XRAY_THRESHOLD, Served
+from tests.app.tiny_models import XRAY_SIZE
 
 pytestmark = pytest.mark.anyio
 
@@ -234,6 +235,29 @@ async def test_classify_reads_examples_images_and_versions(served: Served) -> No
         "/v1/models/tiny-xray:classify", json={"inputs": [b64(png(size=40))]}
     )
     assert {label for label, _ in xray.json()["results"][0]} == {"NORMAL", "PNEUMONIA"}
+
+
+async def test_classify_puts_the_operating_point_label_first_and_keeps_the_scores(
+    thresholded: Served,
+) -> None:
+    batch = np.stack([np.full((XRAY_SIZE, XRAY_SIZE, 1), shade) for shade in (150.0, 230.0)])
+    body = {"instances": batch.tolist()}
+    argmax = await thresholded.client.post("/v1/models/tiny-xray:classify", json=body)
+    at_point = await thresholded.client.post(f"/v1/models/{THRESHOLDED_XRAY}:classify", json=body)
+    probabilities = await thresholded.client.post(
+        f"/v1/models/{THRESHOLDED_XRAY}:predict", json=body
+    )
+    for plain, decided, row in zip(
+        argmax.json()["results"],
+        at_point.json()["results"],
+        probabilities.json()["predictions"],
+        strict=True,
+    ):
+        normal, pneumonia = row
+        assert XRAY_THRESHOLD <= pneumonia < 0.5, "the premise: argmax and threshold disagree"
+        assert plain == [["NORMAL", normal], ["PNEUMONIA", pneumonia]]
+        # The label first, though its score is the lower; scores are the probabilities.
+        assert decided == [["PNEUMONIA", pneumonia], ["NORMAL", normal]]
 
 
 # Errors ----------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import pytest
 
 from tests.app.conftest import ServeFn
 from tests.app.images import encode, png
-from tests.app.protocols.conftest import Served
+from tests.app.protocols.conftest import THRESHOLDED_XRAY, XRAY_THRESHOLD, Served
+from tests.app.tiny_models import XRAY_SIZE
 
 pytestmark = pytest.mark.anyio
 
@@ -325,6 +326,34 @@ async def test_classification_returns_top_k_score_index_label(served: Served) ->
             assert [float(score) for score, _, _ in parsed] == pytest.approx(
                 expected[ranked].tolist(), abs=1e-6
             )
+
+
+async def test_classification_puts_the_operating_point_label_first(
+    thresholded: Served,
+) -> None:
+    batch = np.stack([np.full((XRAY_SIZE, XRAY_SIZE, 1), shade) for shade in (150.0, 230.0)])
+    inputs = [fp32(batch, data=batch.ravel().tolist())]
+
+    async def infer(model: str, classification: int | None = None) -> list[Any]:
+        output: dict[str, Any] = {"name": "probabilities"}
+        if classification is not None:
+            output["parameters"] = {"classification": classification}
+        body = {"inputs": inputs, "outputs": [output]}
+        response = await thresholded.client.post(f"/v2/models/{model}/infer", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()["outputs"][0]["data"]
+
+    flat = await infer(THRESHOLDED_XRAY)
+    rows = [flat[0:2], flat[2:4]]  # [N, classes], row-major
+    assert await infer("tiny-xray") == flat  # probabilities unchanged by the threshold
+    top1 = await infer(THRESHOLDED_XRAY, classification=1)
+    top2 = await infer(THRESHOLDED_XRAY, classification=2)
+    plain = await infer("tiny-xray", classification=1)
+    for i, (normal, pneumonia) in enumerate(rows):
+        assert XRAY_THRESHOLD <= pneumonia < 0.5, "the premise: argmax and threshold disagree"
+        assert plain[i] == f"{normal:.6f}:0:NORMAL"
+        assert top1[i] == f"{pneumonia:.6f}:1:PNEUMONIA"
+        assert top2[2 * i : 2 * i + 2] == [f"{pneumonia:.6f}:1:PNEUMONIA", f"{normal:.6f}:0:NORMAL"]
 
 
 async def test_classification_count_is_capped_at_the_classes(served: Served) -> None:

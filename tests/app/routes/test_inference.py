@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 import zipfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.app.conftest import ServeFn
-from tests.app.images import gray_jpeg, png
+from tests.app.images import encode, gray_jpeg, png
+from tests.app.tiny_models import copy_with_operating_point
 
 pytestmark = pytest.mark.anyio
 
@@ -444,3 +447,108 @@ async def test_the_upload_routes_document_their_body_parameters_and_answers(
             assert ok["$ref"].endswith(answer)
             assert {"400", "404", "413", "415", "422", "503"} <= set(operation["responses"])
             assert operation["security"] == [{"HTTPBearer": []}]
+
+
+# Operating point: the card's threshold decides the label, never the probabilities -----
+
+THRESHOLDED = "tiny-xray-threshold"
+THRESHOLD = 0.2  # on PNEUMONIA; the untrained tiny X-ray model gives most images 0.25..0.5
+
+
+@pytest.fixture
+def thresholded_dir(model_dir_copy: Path) -> Path:
+    """`tiny-xray` (argmax) beside `tiny-xray-threshold`: the same model, whose card labels
+    PNEUMONIA from P(PNEUMONIA) >= 0.2."""
+    copy_with_operating_point(model_dir_copy, "tiny-xray", THRESHOLDED, THRESHOLD, "PNEUMONIA")
+    return model_dir_copy
+
+
+def gray_xrays(count: int) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """Flat gray pictures, which the tiny X-ray model finds more NORMAL than not."""
+    shades = np.linspace(150, 230, count)
+    return files(
+        *((f"gray{i}.png", encode(np.full((40, 40), s)), "image/png") for i, s in enumerate(shades))
+    )
+
+
+async def test_predict_label_follows_the_operating_point_and_probabilities_do_not_change(
+    serve: ServeFn, thresholded_dir: Path
+) -> None:
+    upload = gray_xrays(3)
+    async with serve(model_dir=thresholded_dir) as client:
+        answers = {}
+        for model in ("tiny-xray", THRESHOLDED):
+            predicted = await client.post(f"/api/v1/models/{model}/predict", files=upload)
+            probabilities = await client.post(f"/api/v1/models/{model}/probabilities", files=upload)
+            answers[model] = (predicted.json()["predictions"], probabilities.json()["results"])
+    argmax_predictions, argmax_probabilities = answers["tiny-xray"]
+    point_predictions, point_probabilities = answers[THRESHOLDED]
+    assert point_probabilities == argmax_probabilities
+    for argmax, at_point, result in zip(
+        argmax_predictions, point_predictions, point_probabilities, strict=True
+    ):
+        pneumonia = result["probabilities"]["PNEUMONIA"]
+        assert THRESHOLD <= pneumonia < 0.5, "the premise: argmax and threshold disagree"
+        assert argmax["label"] == "NORMAL"
+        assert at_point["label"] == "PNEUMONIA"
+        assert at_point["class_index"] == 1
+        assert at_point["confidence"] == pneumonia  # the probability of the label, as given
+        assert [c["label"] for c in at_point["top_k"]] == ["PNEUMONIA", "NORMAL"]
+        normal = result["probabilities"]["NORMAL"]
+        assert [c["probability"] for c in at_point["top_k"]] == [pneumonia, normal]
+
+
+def reference_ece(rows: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE bin by bin, (m/bins, (m+1)/bins] each, as Guo et al. (2017) define it."""
+    confidence, right = rows.max(axis=1), rows.argmax(axis=1) == labels
+    total = 0.0
+    for m in range(bins):
+        inside = (confidence > m / bins) & (confidence <= (m + 1) / bins)
+        if inside.any():
+            gap = abs(right[inside].mean() - confidence[inside].mean())
+            total += inside.sum() / len(rows) * gap
+    return total
+
+
+async def test_evaluate_reports_the_operating_point_and_argmax(
+    serve: ServeFn, thresholded_dir: Path
+) -> None:
+    upload = gray_xrays(4)
+    truth = ["NORMAL", "PNEUMONIA", "PNEUMONIA", "NORMAL"]
+    async with serve(model_dir=thresholded_dir) as client:
+        response = await client.post(
+            f"/api/v1/models/{THRESHOLDED}/evaluate?include_predictions=true",
+            files=upload,
+            data={"labels": ",".join(truth)},
+        )
+        plain = await client.post(
+            "/api/v1/models/tiny-xray/evaluate", files=upload, data={"labels": ",".join(truth)}
+        )
+        probabilities = await client.post(
+            f"/api/v1/models/{THRESHOLDED}/probabilities", files=upload
+        )
+    body = response.json()
+    assert response.status_code == 200, body
+    rows = np.array(
+        [
+            [r["probabilities"][c] for c in ("NORMAL", "PNEUMONIA")]
+            for r in probabilities.json()["results"]
+        ]
+    )
+    labels = np.array([0, 1, 1, 0])
+    # Every picture is PNEUMONIA at the threshold and NORMAL by argmax (see the test above).
+    assert body["decision"] == "P(PNEUMONIA) >= 0.2"
+    assert body["confusion_matrix"] == [[0, 2], [0, 2]]
+    assert [p["predicted_label"] for p in body["predictions"]] == ["PNEUMONIA"] * 4
+    at_argmax = body["evaluation_at_argmax"]
+    assert at_argmax["decision"] == "argmax"
+    assert at_argmax["confusion_matrix"] == [[2, 0], [2, 0]]
+    # Probability figures do not depend on the decision; computed here independently.
+    brier = float(((rows - np.eye(2)[labels]) ** 2).sum(axis=1).mean())
+    for report in (body, at_argmax):
+        assert report["brier"] == pytest.approx(brier)
+        assert report["ece"] == pytest.approx(reference_ece(rows, labels))
+    # A card without an operating point reports argmax, and no second evaluation.
+    assert plain.json()["decision"] == "argmax"
+    assert plain.json()["evaluation_at_argmax"] is None
+    assert plain.json()["confusion_matrix"] == at_argmax["confusion_matrix"]

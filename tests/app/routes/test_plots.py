@@ -28,15 +28,23 @@ def set_artifacts(version_dir: Path, artifacts: dict[str, str]) -> None:
 
 @pytest.fixture
 def with_plots(model_dir_copy: Path) -> Path:
-    """tiny-digits/1 with a training and a confusion plot named in its card."""
+    """tiny-digits/1 with a training, a confusion and a reliability plot named in its card."""
     version_dir = model_dir_copy / "tiny-digits" / "1"
     (version_dir / "training.png").write_bytes(png_bytes(10))
     (version_dir / "confusion.png").write_bytes(png_bytes(20))
-    set_artifacts(version_dir, {"training_plot": "training.png", "confusion_plot": "confusion.png"})
+    (version_dir / "reliability.png").write_bytes(png_bytes(30))
+    set_artifacts(
+        version_dir,
+        {
+            "training_plot": "training.png",
+            "confusion_plot": "confusion.png",
+            "reliability_plot": "reliability.png",
+        },
+    )
     return model_dir_copy
 
 
-@pytest.mark.parametrize("plot, value", [("training", 10), ("confusion", 20)])
+@pytest.mark.parametrize("plot, value", [("training", 10), ("confusion", 20), ("reliability", 30)])
 async def test_plots_are_served_as_png(
     serve: ServeFn, with_plots: Path, plot: str, value: int
 ) -> None:
