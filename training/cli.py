@@ -6,6 +6,8 @@
     retrain VERSION_DIR --data PATH   train an exported version further on new data
     tune                              HParams grid search for the MNIST MLP
     evaluate VERSION_DIR --data PATH  evaluate an exported SavedModel on a data split
+    import SOURCE --name NAME ...     serve a classifier trained elsewhere (.keras or
+                                      SavedModel) as the next version of NAME
 
 Parsers are built by `build_parser()` on demand, never at import time. User mistakes
 (arguments, paths, data layouts, a missing `training` extra) end in `error: ...` on stderr
@@ -29,6 +31,7 @@ from training.recipes import RECIPES, Recipe, TrainRequest
 
 if TYPE_CHECKING:
     from app.contract.model_card import ModelCard
+    from training.importer import ImportRequest
 
 # What each command imports from the `training` extra (pyproject.toml), checked up front.
 TRAINING_EXTRA_MODULES = {
@@ -61,7 +64,7 @@ VERBOSE_HELP = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training",
-        description="Train, resume, retrain, tune and evaluate the vision models.",
+        description="Train, resume, retrain, tune, evaluate and import the vision models.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(commands)
@@ -69,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_retrain(commands)
     _add_tune(commands)
     _add_evaluate(commands)
+    _add_import(commands)
     return parser
 
 
@@ -342,6 +346,89 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_import(commands: argparse._SubParsersAction) -> None:
+    command = commands.add_parser(
+        "import",
+        help="serve an image classifier trained elsewhere (.keras file or SavedModel folder)",
+        description="Check that SOURCE is an image classifier (one image input of a fixed "
+        "size, a softmax over the classes), wrap it in the service's signature (raw 0..255 "
+        "pixels in, scaled inside to the range it was trained on) and publish it as the next "
+        "version of MODEL_DIR/NAME/, with model.tflite when the conversion agrees and a "
+        "model card; evaluated on --evaluate-on when given. A running server picks it up at "
+        "its next rescan. Example: python -m training import digits.keras --name my-digits "
+        "--classes 0 1 2 3 4 5 6 7 8 9 --preprocessing mnist-digit --input-range 0-1",
+    )
+    command.add_argument("source", type=Path, help="a .keras file or a SavedModel folder")
+    command.add_argument(
+        "--name", required=True, help="the model's name in URLs, kebab-case, e.g. my-digits"
+    )
+    classes = command.add_mutually_exclusive_group(required=True)
+    classes.add_argument(
+        "--classes", nargs="+", metavar="CLASS", help="class names, in the model's output order"
+    )
+    classes.add_argument(
+        "--labels",
+        type=Path,
+        metavar="FILE",
+        help="a text file with one class name per line, in the model's output order",
+    )
+    command.add_argument(
+        "--preprocessing",
+        choices=("resize", "mnist-digit"),
+        default="resize",
+        help="what the service does to an upload: resize (convert to the input's colour mode, "
+        "resize to its size) or mnist-digit (MNIST-style digit normalisation, for 28x28x1 "
+        "inputs) (default: resize)",
+    )
+    command.add_argument(
+        "--input-range",
+        choices=("0-255", "0-1", "-1-1"),
+        default="0-255",
+        help="the pixel range the model was trained on; uploads are scaled to it inside the "
+        "exported model (default: 0-255, for a model that scales its input itself, e.g. with "
+        "a Rescaling layer)",
+    )
+    command.add_argument(
+        "--evaluate-on",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="labelled images to evaluate on, one sub-folder per class named as the classes; "
+        "recorded in the card (default: none, and the card says it is not evaluated)",
+    )
+    command.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("models"),
+        help="where versions go: MODEL_DIR/NAME/<version>/ (default: models)",
+    )
+    command.add_argument(
+        "--description", default=None, help="the card's description (default: from the source)"
+    )
+    command.add_argument(
+        "--signature",
+        default=None,
+        help="SavedModel only: the signature to serve (default: serving_default, or the only one)",
+    )
+
+
+def import_request(args: argparse.Namespace) -> ImportRequest:
+    """The `import` command's request; `--labels` is read here."""
+    from training.importer import ImportRequest, read_labels
+
+    return ImportRequest(
+        source=args.source,
+        name=args.name,
+        class_names=args.classes if args.classes is not None else read_labels(args.labels),
+        model_dir=args.model_dir,
+        preprocessing=args.preprocessing,
+        input_range=args.input_range,
+        evaluate_on=args.evaluate_on,
+        description=args.description,
+        signature=args.signature,
+    )
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Dispatch parsed arguments; heavy imports happen here, after parsing."""
     if args.command == "train":
@@ -394,7 +481,9 @@ def run_command(args: argparse.Namespace) -> int:
 
         card = read_card(args.version_dir)
         data = load_split_for_card(card, Path(args.data) if args.data else None, args.split)
-        report = evaluate_saved_model(args.version_dir, data, card.class_names)
+        report = evaluate_saved_model(
+            args.version_dir, data, card.class_names, card.operating_point
+        )
         text = report.model_dump_json(indent=2)
         if args.output:
             args.output.write_text(text + "\n", encoding="utf-8")
@@ -403,6 +492,10 @@ def run_command(args: argparse.Namespace) -> int:
             f"{card.name} v{card.version} on {args.split}: accuracy "
             f"{report.accuracy:.4f} over {report.count} images"
         )
+    elif args.command == "import":
+        from training.importer import import_model
+
+        print(import_model(import_request(args)).summary())
     return 0
 
 
@@ -443,15 +536,31 @@ def check_arguments(args: argparse.Namespace) -> None:
     elif args.command == "resume":
         _check_run_dir(args.run_dir)
     elif args.command == "retrain":
-        read_card(args.version_dir)
+        card = read_card(args.version_dir)
+        if card.imported is not None:
+            raise UsageError(
+                f"{args.version_dir} was imported from {card.imported.source}, not trained "
+                "here: retrain it where it was made and import the result again"
+            )
         _check_folder(args.model_dir, "--model-dir")
         _check_folder(args.runs_dir, "--runs-dir")
     elif args.command == "tune":
         for optimizer in args.optimizer:
             _check_optimizer(optimizer)
         _check_folder(args.log_dir, "--log-dir")
+    elif args.command == "import":
+        from training.importer import check_request
+
+        _check_folder(args.model_dir, "--model-dir")
+        check_request(import_request(args))
     elif args.command == "evaluate":
-        read_card(args.version_dir)
+        card = read_card(args.version_dir)
+        if card.imported is not None:
+            raise UsageError(
+                f"{args.version_dir} was imported: evaluate reads the data sets this project "
+                "trains on; evaluate an imported model by importing it again with "
+                "--evaluate-on DIR (one folder of images per class)"
+            )
         if not (args.version_dir / "saved_model.pb").is_file():
             raise UsageError(
                 f"{args.version_dir} holds no saved_model.pb: not a complete export "
@@ -558,6 +667,18 @@ def _check_run_dir(run_dir: Path) -> None:
         ) from error
 
 
+def _attach_input_range(argv: Sequence[str]) -> list[str]:
+    """`--input-range -1-1` as `--input-range=-1-1`: argparse takes a separate value that
+    starts with '-' for an option, and would say `expected one argument`."""
+    attached: list[str] = []
+    for argument in argv:
+        if attached and attached[-1] == "--input-range" and argument.startswith("-"):
+            attached[-1] = f"--input-range={argument}"
+        else:
+            attached.append(argument)
+    return attached
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` (default: sys.argv) and run the command.
 
@@ -566,7 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     do; anything else is a bug and keeps its traceback.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_input_range(sys.argv[1:] if argv is None else argv))
     from training.data import DataError
 
     try:

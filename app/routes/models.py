@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.contract.classification import EvaluationReport
-from app.deps import RepositoryDep
-from app.errors import ErrorResponse, ModelNotReady
+from app.deps import DataPlaneDep, RepositoryDep
+from app.errors import ArtifactNotFound, ErrorResponse, ModelNotReady
 from app.repository import ModelRepository, ServedModel
 from app.schemas import ModelDetail, ModelList, ModelStatus, RuntimeStatus, VersionStatus
 
@@ -33,24 +33,48 @@ async def list_models(repository: RepositoryDep) -> ModelList:
     summary="A model's card and serving status",
     responses={404: _ERRORS[404]},
 )
-async def get_model(name: str, repository: RepositoryDep) -> ModelDetail:
-    """The full model card (classes, input, preprocessing, training, metrics) and status."""
+async def get_model(name: str, dataplane: DataPlaneDep) -> ModelDetail:
+    """The full model card (classes, input, preprocessing, training, metrics), the status,
+    and the served version's recent predictions with their drift from the card's profile."""
+    repository = dataplane.repository
     status = model_status(repository, name)
     served = repository.served(name)
-    return ModelDetail(**status.model_dump(), card=served.card if served else None)
+    monitor = dataplane.predictions
+    return ModelDetail(
+        **status.model_dump(),
+        card=served.card if served else None,
+        recent_predictions=monitor.recent(served) if monitor and served else None,
+    )
 
 
 @router.get(
     "/models/{name}/evaluation",
     response_model=EvaluationReport,
     summary="The test-set evaluation recorded at training time",
-    responses=_ERRORS,
+    responses={
+        404: {
+            "model": ErrorResponse,
+            "description": "No such model, or an imported model given no labelled data",
+        },
+        503: _ERRORS[503],
+    },
 )
 async def get_evaluation(name: str, repository: RepositoryDep) -> EvaluationReport:
-    """Metrics on the held-out test split, as recorded in the model card by training."""
-    card = repository.get(name).card
+    """Metrics on the held-out test split, as recorded in the model card by training (or,
+    for an imported model, on the labelled folder given at import)."""
+    served = repository.get(name)
+    card = served.card
     if card is None:
         raise ModelNotReady(f"model {name!r} has no model card loaded")
+    if card.evaluation is None:
+        source = card.imported.source if card.imported else "elsewhere"
+        raise ArtifactNotFound(
+            f"model {name!r} version {served.version} has no recorded evaluation: it was "
+            f"imported from {source} without labelled data; import it again with "
+            "--evaluate-on DIR (one folder of images per class) to record one",
+            model=name,
+            version=served.version,
+        )
     return card.evaluation
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,12 +18,22 @@ if os.environ.get("CI") != "true":  # in CI a missing playwright fails the colle
     pytest.importorskip(
         "playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]'"
     )
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from app.contract.classification import reliability_bins
+from app.contract.model_card import (
+    Calibration,
+    CalibrationChange,
+    CalibrationScores,
+    ModelCard,
+)
 from tests.app.images import encode
+from tests.app.tiny_models import copy_with_operating_point, export_tiny_xray
 from tests.browser.conftest import TIMEOUT_MS, load, screenshot, watch
 from tests.conftest import require_data
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import LiveServer, start_server, stop_server
+from tests.e2e.reference_profile import digit_model_with_reference, png_pictures
+from training.plots import plot_reliability_diagram
 
 pytestmark = pytest.mark.e2e
 expect.set_options(timeout=TIMEOUT_MS)
@@ -183,6 +195,52 @@ def test_model_panel_shows_card_recorded_evaluation_and_training_curves(
     print("model panel:", screenshot(page, "5-model-panel"))
 
 
+def test_an_imported_model_card_says_where_it_came_from_and_that_it_is_not_evaluated(
+    desktop: BrowserContext, ui_server: LiveServer
+) -> None:
+    # The served digit model's detail, answered as an imported model's without evaluation
+    # would be: the page renders what the API gives.
+    detail = httpx.get(f"{ui_server.url}/api/v1/models/{DIGIT_MODEL}").json()
+    detail["card"].update(
+        training=None,
+        evaluation=None,
+        limitations="Not evaluated: no labelled data was given at import.",
+        imported={
+            "source": "digits.keras",
+            "source_format": "keras",
+            "fingerprint": "sha256:" + "ab" * 32,
+            "signature": None,
+            "imported_at": "2025-01-02T03:04:05Z",
+            "input_range": [0.0, 1.0],
+            "evaluated_on": None,
+        },
+    )
+    tab = desktop.new_page()
+    problems = watch(tab)
+    tab.route(f"**/api/v1/models/{DIGIT_MODEL}", lambda route: route.fulfill(json=detail))
+    load(tab, ui_server)
+    tab.get_by_text("Model card, test evaluation and training curves").click()
+    facts = tab.locator("#card dl.facts")
+    expect(facts.locator("dt:text-is('Imported from') + dd")).to_contain_text(
+        "digits.keras (a Keras file), sha256:abab"
+    )
+    expect(facts.locator("dt:text-is('Pixels') + dd")).to_contain_text("scaled to 0\u20131 inside")
+    expect(facts.locator("dt:text-is('Data') + dd")).to_have_text("not evaluated")
+    expect(tab.locator("#recorded-evaluation-heading")).to_have_text(
+        "Evaluation recorded at import"
+    )
+    expect(tab.locator("#recorded-evaluation")).to_have_text(
+        "Not evaluated: digits.keras was imported without labelled data."
+    )
+    expect(tab.locator("#training-caption")).to_have_text(
+        f"No training curves: {DIGIT_MODEL} was trained elsewhere and imported."
+    )
+    expect(tab.locator("#limitations-text")).to_contain_text("Not evaluated")
+    print("imported card:", screenshot(tab, "5b-imported-model-card"))
+    tab.close()
+    assert not problems, problems
+
+
 def test_evaluating_a_zip_of_labelled_digits(
     page: Page, mnist: tuple[np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
@@ -270,4 +328,209 @@ def test_fits_a_phone_screen(
         print("phone:", screenshot(page, "8-phone-375px"))
     finally:
         context.close()
+    assert not problems, problems
+
+
+# Calibration and operating point ---------------------------------------------------------
+
+THRESHOLDED = "tiny-xray-threshold"
+
+
+@pytest.fixture(scope="module")
+def calibrated_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A tiny X-ray model whose card has an operating point (PNEUMONIA at 0.2), a
+    temperature calibration record and a reliability diagram, behind a real server."""
+    folder = tmp_path_factory.mktemp("calibrated")
+    model_dir = folder / "models"
+    export_tiny_xray(model_dir)
+    artifacts = ModelCard.read(model_dir / "tiny-xray" / "1").artifacts
+    calibration = Calibration(
+        temperature=1.8,
+        splits={
+            "validation": CalibrationChange(
+                before=CalibrationScores(ece=0.08, brier=0.21),
+                after=CalibrationScores(ece=0.02, brier=0.19),
+            ),
+            "test": CalibrationChange(
+                before=CalibrationScores(ece=0.11, brier=0.25),
+                after=CalibrationScores(ece=0.04, brier=0.22),
+            ),
+        },
+    )
+    version_dir = copy_with_operating_point(
+        model_dir,
+        "tiny-xray",
+        THRESHOLDED,
+        0.2,
+        "PNEUMONIA",
+        calibration=calibration,
+        artifacts={**artifacts, "reliability_plot": "reliability.png"},
+    )
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1.0, 500)
+    probabilities = np.stack([confidence, 1 - confidence], axis=1)
+    labels = (rng.random(500) > confidence - 0.1).astype(np.int64)
+    plot_reliability_diagram(
+        reliability_bins(probabilities, labels),
+        reliability_bins((probabilities + 0.5) / 2, labels),
+        version_dir / "reliability.png",
+    )
+    cache = str(folder / "runtime-cache")
+    server = start_server(model_dir, folder / "server.log", VISION_SERVING_RUNTIME_CACHE_DIR=cache)
+    yield server
+    stop_server(server)
+
+
+def test_the_model_panel_shows_calibration_and_the_operating_point_labels_predictions(
+    desktop: BrowserContext, calibrated_server: LiveServer, tmp_path: Path
+) -> None:
+    page = desktop.new_page()
+    problems = watch(page)
+    try:
+        page.goto(f"{calibrated_server.url}/#model={THRESHOLDED}")
+        page.wait_for_selector("#card dl.facts", state="attached")
+        expect(page.locator("#model")).to_have_value(THRESHOLDED)
+        rule = "Label PNEUMONIA when P(PNEUMONIA) ≥ 0.2, otherwise NORMAL."
+        expect(page.locator("#decision-rule")).to_contain_text(rule)
+        expect(page.locator("#decision-rule")).to_contain_text("recall >= 0.95 on validation")
+
+        page.get_by_text("Model card, test evaluation and training curves").click()
+        section = page.locator("#calibration-section")
+        expect(section).to_be_visible()
+        expect(section.locator(".operating-point")).to_contain_text(rule)
+        expect(section.locator(".operating-point")).to_contain_text("recall 95.0%")
+        expect(section.locator(".calibration")).to_contain_text("T = 1.800")
+        test_row = section.locator('table.calibration-scores tr[data-split="test"] td')
+        expect(test_row).to_have_text(["0.1100 → 0.0400", "0.2500 → 0.2200"])
+        plot = page.locator("#reliability-plot")
+        expect(plot).to_be_visible()
+        expect(plot).to_have_attribute("alt", re.compile(f"^Reliability diagram of {THRESHOLDED}"))
+        assert plot.evaluate("img => img.complete && img.naturalWidth") == 600
+        recorded = page.locator("#recorded-evaluation")
+        expect(recorded.locator(".decision")).to_have_text(
+            "Labels by the operating point: P(PNEUMONIA) >= 0.2."
+        )
+        expect(recorded.locator("table.decisions tbody tr")).to_have_count(2)
+        expect(recorded.locator("table.decisions tbody tr").nth(1).locator("th")).to_have_text(
+            "argmax"
+        )
+
+        # A flat gray picture: P(PNEUMONIA) is under one half, so argmax would say NORMAL.
+        gray = tmp_path / "gray.png"
+        gray.write_bytes(encode(np.full((40, 40), 200, dtype=np.uint8)))
+        page.set_input_files("#files", str(gray))
+        result = page.locator(RESULT)
+        expect(result).to_have_attribute("data-label", "PNEUMONIA")
+        expect(result.locator(".verdict")).to_contain_text(
+            "the operating point labels PNEUMONIA from P(PNEUMONIA) ≥ 0.2"
+        )
+        best = result.locator(".bars li.best")
+        expect(best.locator(".name")).to_have_text("PNEUMONIA")
+        shown = float(best.locator(".value").inner_text().rstrip("%"))
+        assert 20 <= shown < 50, "the premise: argmax and the operating point disagree"
+        print("operating point:", screenshot(page, "9-calibration-and-operating-point"))
+    finally:
+        page.close()
+    assert not problems, problems
+
+
+# Recent predictions and drift ------------------------------------------------------------
+
+WITHOUT_PROFILE = "digits-without-profile"
+DRIFT_WINDOW = 100  # the smallest that is scored
+
+
+@pytest.fixture(scope="module")
+def drift_server(
+    ui_server: LiveServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The digit model with a prediction profile in its card (made from `ui_server`'s
+    answers to neat MNIST test digits), and a copy of it without one."""
+    folder = tmp_path_factory.mktemp("drift-ui")
+    with np.load(require_data("mnist.npz")) as arrays:
+        reference = arrays["x_test"][1000:3000]
+    with httpx.Client(base_url=ui_server.url, timeout=60) as client:
+        model_dir = digit_model_with_reference(client, reference, folder / "models")
+    profiled = next((model_dir / DIGIT_MODEL).iterdir())
+    bare = model_dir / WITHOUT_PROFILE / profiled.name
+    shutil.copytree(profiled, bare)
+    card = ModelCard.read(bare).model_copy(update={"prediction_profile": None})
+    card.write(bare)
+    server = start_server(
+        model_dir,
+        folder / "server.log",
+        VISION_SERVING_DRIFT_WINDOW=str(DRIFT_WINDOW),
+        VISION_SERVING_RUNTIME_CACHE_DIR=str(folder / "runtime-cache"),
+    )
+    yield server
+    stop_server(server)
+
+
+def predict_directly(server: LiveServer, pictures: list[tuple[str, bytes, str]]) -> None:
+    """Send pictures past the page, as other clients of the server would."""
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for start in range(0, len(pictures), 50):
+            chunk = [("files", p) for p in pictures[start : start + 50]]
+            response = client.post(f"/api/v1/models/{DIGIT_MODEL}/predict", files=chunk)
+            assert response.status_code == 200, response.text
+
+
+def test_recent_predictions_show_the_servers_drift_verdict(
+    desktop: BrowserContext,
+    drift_server: LiveServer,
+    mnist: tuple[np.ndarray, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    page = desktop.new_page()
+    problems = watch(page)
+    recent = page.locator("#recent-predictions")
+    verdict = recent.locator(".drift-state")
+    try:
+        load(page, drift_server)
+        page.select_option("#model", DIGIT_MODEL)
+        expect(verdict).to_have_attribute("data-state", "warming_up")
+        expect(verdict).to_have_text(
+            f"Not scored yet: a drift score needs {DRIFT_WINDOW} predictions; 0 so far."
+        )
+
+        # Pictures sent from the page count at once.
+        page.set_input_files("#files", [str(p) for p in digit_files(mnist, tmp_path, [7, 2, 0])])
+        expect(page.locator(RESULT)).to_have_count(3)
+        expect(verdict).to_contain_text("3 so far")
+        expect(recent).to_contain_text(f"3 of the last {DRIFT_WINDOW} predictions")
+        mix = recent.locator("table.class-mix")
+        for label in ("7", "2", "0"):
+            expect(mix.locator(f'tr[data-class="{label}"] td').first).to_have_text("33.3%")
+
+        # Digits like the reference's: scored, and no drift.
+        images, _ = mnist
+        predict_directly(drift_server, png_pictures(images[100 : 100 + DRIFT_WINDOW - 3], "d"))
+        page.get_by_role("button", name="Refresh").click()
+        expect(verdict).to_have_attribute("data-state", "ok")
+        expect(verdict).to_have_text(
+            re.compile(r"^No drift: score 0\.\d\d \(drift is above 1\)\.$")
+        )
+        expect(mix.locator("thead th")).to_have_text(["Class", "Recent", "Test split"])
+        expect(recent.locator('[data-figure="Mean confidence"] .figure')).to_contain_text("(test ")
+        print("recent, no drift:", screenshot(page, "10-recent-predictions-ok"))
+
+        # Noise fills the window: drift.
+        rng = np.random.default_rng(0)
+        noise = [
+            (f"n{i}.png", encode(rng.integers(0, 256, size=(64, 64))), "image/png")
+            for i in range(DRIFT_WINDOW)
+        ]
+        predict_directly(drift_server, noise)
+        page.get_by_role("button", name="Refresh").click()
+        expect(verdict).to_have_attribute("data-state", "drift")
+        expect(verdict).to_contain_text("Drift: score")
+        assert float(re.findall(r"score (\d+\.\d+)", verdict.inner_text())[0]) > 1
+        expect(recent.locator('[data-figure="No digit found"] .figure')).to_contain_text("100.0%")
+        print("recent, drift:", screenshot(page, "11-recent-predictions-drift"))
+
+        page.select_option("#model", WITHOUT_PROFILE)
+        expect(verdict).to_have_attribute("data-state", "no_reference")
+        expect(verdict).to_contain_text("no reference in the card")
+    finally:
+        page.close()
     assert not problems, problems

@@ -8,6 +8,7 @@ import json
 import shutil
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from app.contract.model_card import ModelCard
+from app.contract.model_card import ImportRecord, ModelCard
 from tests.training.conftest import write_tiny_mnist, write_tiny_xray
 from training.__main__ import main
+from training.calibrate import apply_temperature
 from training.cli import build_parser
-from training.data import DataError, file_fingerprint, load_mnist_training
+from training.data import (
+    DataError,
+    file_fingerprint,
+    load_mnist_training,
+    load_xray_split_arrays,
+)
 from training.fit import compile_model, fit_in_run_dir
 from training.recipes import RECIPES, TrainRequest
 from training.recipes.mnist_mlp import build_mnist_mlp
@@ -49,7 +56,7 @@ def mnist_export(mnist_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_every_subcommand_documents_every_flag() -> None:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[union-attr]
-    assert set(subparsers) == {"train", "resume", "retrain", "tune", "evaluate"}
+    assert set(subparsers) == {"train", "resume", "retrain", "tune", "evaluate", "import"}
     models = next(a for a in subparsers["train"]._actions if a.dest == "model").choices  # type: ignore[union-attr]
     assert set(models) == set(RECIPES)
     every = {**subparsers, **{f"train {name}": parser for name, parser in models.items()}}
@@ -89,6 +96,19 @@ def test_train_mnist_exports_a_servable_version(mnist_export: Path) -> None:
     assert probabilities.shape == (2, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
+    # Calibrated inside the SavedModel: the served outputs are the trained (uncalibrated)
+    # model's, scaled by the card's temperature; argmax decides, nothing else changes.
+    calibration = card.calibration
+    assert calibration is not None and set(calibration.splits) == {"validation", "test"}
+    pixels = np.random.default_rng(3).uniform(0, 255, (5, 28, 28, 1)).astype(np.float32)
+    raw = keras.models.load_model(version_dir / "model.keras").predict(pixels, verbose=0)
+    served = serve(pixels=tf.constant(pixels))["probabilities"].numpy()
+    np.testing.assert_allclose(served, apply_temperature(raw, calibration.temperature), atol=2e-6)
+    assert card.operating_point is None and card.evaluation_at_argmax is None
+    assert card.evaluation.decision == "argmax" and card.evaluation.ece is not None
+    assert card.prediction_profile is not None and card.prediction_profile.count == 30
+    assert card.artifacts["reliability_plot"] == "reliability.png"
+
 
 def test_train_pneumonia_records_imbalance_and_limitations(tiny_xray: Path, tmp_path: Path) -> None:
     argv = ["train", "pneumonia-cnn", "--data", str(tiny_xray), *FAST, "--image-size", "64", "72"]
@@ -118,6 +138,23 @@ def test_train_pneumonia_records_imbalance_and_limitations(tiny_xray: Path, tmp_
         assert card.training.class_weights[name] == pytest.approx(balanced**power)
     serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     assert serve(pixels=tf.zeros([3, 64, 72, 1]))["probabilities"].shape == (3, 2)
+
+    # The threshold was chosen on val/ and the card's test figures use it, as serving does.
+    point = card.operating_point
+    assert point is not None and point.positive_class == "PNEUMONIA"
+    assert point.chosen_on == "validation" and "recall >= 0.95" in point.goal
+    test = load_xray_split_arrays(tiny_xray, "test", image_size=(64, 72), channels=1)
+    served = serve(pixels=tf.constant(test.images))["probabilities"].numpy()
+    said = (served[:, 1].astype(np.float64) >= point.threshold).astype(int)
+    expected = np.zeros((2, 2), int)
+    np.add.at(expected, (test.labels, said), 1)
+    assert card.evaluation.confusion_matrix == expected.tolist()
+    assert card.evaluation.decision == f"P(PNEUMONIA) >= {point.threshold:.6g}"
+    at_argmax = card.evaluation_at_argmax
+    assert at_argmax is not None and at_argmax.decision == "argmax"
+    argmax_matrix = np.zeros((2, 2), int)
+    np.add.at(argmax_matrix, (test.labels, served.argmax(axis=1)), 1)
+    assert at_argmax.confusion_matrix == argmax_matrix.tolist()
 
 
 def test_evaluate_reproduces_the_card(
@@ -150,6 +187,34 @@ def test_retrain_exports_the_next_version_with_its_parent(
     assert sum(card.training.data.counts["train"].values()) == 42
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert str(version_dir.parent / "2") in summary and "test accuracy" in summary
+
+
+@pytest.mark.parametrize("command", ["retrain", "evaluate"])
+def test_an_imported_version_is_not_retrained_or_evaluated_on_project_data(
+    mnist_export: Path,
+    mnist_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    version_dir = tmp_path / "mnist-mlp" / "1"
+    shutil.copytree(mnist_export, version_dir)
+    imported = ImportRecord(
+        source="digits.keras",
+        source_format="keras",
+        fingerprint="sha256:" + "0" * 64,
+        imported_at=datetime.now(UTC),
+        input_range=(0.0, 1.0),
+    )
+    card = ModelCard.read(version_dir).model_copy(
+        update={"training": None, "evaluation": None, "imported": imported}
+    )
+    card.write(version_dir)
+    code, err = run_cli([command, str(version_dir), "--data", str(mnist_data)], capsys)
+    assert code == 2
+    assert err.startswith(f"error: {version_dir} was imported")
+    assert "--evaluate-on DIR" in err if command == "evaluate" else "import the result" in err
+    assert [p.name for p in version_dir.parent.iterdir()] == ["1"]
 
 
 def test_bad_data_gives_an_error_and_exit_code_2(

@@ -17,6 +17,7 @@
     predictSeq: 0,
     objectUrls: [],
     plotUrl: null,
+    reliabilityUrl: null,
     drawn: false,
     drawTimer: null,
   };
@@ -131,6 +132,7 @@
     history.replaceState(null, "", `#model=${encodeURIComponent(name)}`);
     clearResults();
     $("evaluation").replaceChildren();
+    $("recent-predictions").replaceChildren();
     const status = $("model-status");
     if (!entry || entry.status !== "ready") {
       status.textContent = `${name} is ${entry ? entry.status : "unknown"}${entry && entry.error ? `: ${entry.error}` : ""}.`;
@@ -151,7 +153,9 @@
     state.card = detail.card;
     state.version = detail.version;
     renderCard(detail.card, detail.runtime);
+    renderRecent(detail.recent_predictions);
     loadPlot(name, detail.version, seq);
+    loadReliabilityPlot(name, detail.version, detail.card, seq);
   }
 
   // Model panel -----------------------------------------------------------------------
@@ -169,7 +173,14 @@
     $("card").replaceChildren(
       ...(card ? cardFacts(card, runtime) : [el("p", { class: "muted" }, "No card.")]),
     );
-    $("recorded-evaluation").replaceChildren(card ? evaluationView(card.evaluation) : "");
+    $("recorded-evaluation-heading").textContent =
+      card && card.imported ? "Evaluation recorded at import" : "Test evaluation recorded at training time";
+    $("recorded-evaluation").replaceChildren(
+      card && card.evaluation
+        ? evaluationView(card.evaluation, card.evaluation_at_argmax)
+        : el("p", { class: "muted" }, notEvaluated(card)),
+    );
+    renderDecision(card);
     const plot = $("training-plot");
     plot.hidden = true;
     $("training-caption").textContent = card ? "Loading…" : "";
@@ -183,18 +194,33 @@
   }
 
   function cardFacts(card, runtime) {
-    const t = card.training;
     const shape = `${card.input.height}×${card.input.width}×${card.input.channels}`;
-    const weights = t.class_weights
-      ? Object.entries(t.class_weights).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ")
-      : "none";
-    const minutes = Math.floor(t.duration_seconds / 60);
-    const seconds = Math.round(t.duration_seconds % 60);
     const facts = [
       ["Classes", card.class_names.join(", ")],
       ["Input", `${shape} ${card.input.color_mode}, raw pixels ${card.input.value_range.join("–")}`],
       ["Preprocessing", `${card.preprocessing.kind}: ${card.preprocessing.description || ""}`],
       ["Architecture", `${card.architecture}, ${int(card.parameter_count)} parameters`],
+      ...(card.training ? trainingFacts(card) : importFacts(card)),
+      ["Runtime", runtimeFact(runtime)],
+    ];
+    const list = el("dl", { class: "facts" }, facts.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+    if (card.training) {
+      return [list, countsTable(card.training.data.counts, card.class_names, "Training data: images per split")];
+    }
+    const evaluatedOn = card.imported.evaluated_on; // none: the evaluation section says so
+    if (!evaluatedOn) return [list];
+    const title = `Evaluation data (${evaluatedOn.name}): images per class`;
+    return [list, countsTable(evaluatedOn.counts, card.class_names, title)];
+  }
+
+  function trainingFacts(card) {
+    const t = card.training;
+    const weights = t.class_weights
+      ? Object.entries(t.class_weights).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ")
+      : "none";
+    const minutes = Math.floor(t.duration_seconds / 60);
+    const seconds = Math.round(t.duration_seconds % 60);
+    return [
       ["Version", `${card.version}, trained ${card.created_at.slice(0, 10)}`],
       [
         "Training",
@@ -205,13 +231,29 @@
       ["Validation", t.validation],
       ["Class weights", weights],
       ["Data", t.data.name],
-      ["Runtime", runtimeFact(runtime)],
     ];
-    const list = el("dl", { class: "facts" }, facts.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
-    return [list, countsTable(t.data.counts, card.class_names)];
   }
 
-  function countsTable(counts, classNames) {
+  // A model trained elsewhere, brought in by `python -m training import`.
+  function importFacts(card) {
+    const i = card.imported;
+    const format = i.source_format === "keras" ? "a Keras file" : `a SavedModel, signature ${i.signature}`;
+    return [
+      ["Version", `${card.version}, imported ${card.created_at.slice(0, 10)}`],
+      ["Imported from", `${i.source} (${format}), ${i.fingerprint.slice(0, 19)}…`],
+      ["Pixels", `scaled to ${i.input_range.join("–")} inside the model, the range it was trained on`],
+      ["Data", i.evaluated_on ? `evaluated on ${i.evaluated_on.name}` : "not evaluated"],
+    ];
+  }
+
+  function notEvaluated(card) {
+    if (card && card.imported) {
+      return `Not evaluated: ${card.imported.source} was imported without labelled data.`;
+    }
+    return "No evaluation was recorded.";
+  }
+
+  function countsTable(counts, classNames, title) {
     const splits = Object.keys(counts || {});
     if (!splits.length) return el("p", { class: "muted" }, "No data counts recorded.");
     const total = (split) => classNames.reduce((sum, c) => sum + (counts[split][c] || 0), 0);
@@ -221,7 +263,7 @@
       el(
         "table",
         { class: "counts" },
-        el("caption", {}, "Training data: images per split"),
+        el("caption", {}, title),
         el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Class"), splits.map((s) => el("th", { scope: "col" }, s)))),
         el(
           "tbody",
@@ -238,6 +280,11 @@
   async function loadPlot(name, version, seq) {
     const plot = $("training-plot");
     const caption = $("training-caption");
+    if (state.card && state.card.imported) {
+      plot.hidden = true;
+      caption.textContent = `No training curves: ${name} was trained elsewhere and imported.`;
+      return;
+    }
     try {
       const response = await api(
         `${modelUrl(name)}/versions/${version}/plots/training.png`,
@@ -263,16 +310,142 @@
     }
   }
 
+  // Calibration and operating point ----------------------------------------------------
+  // The served probabilities are already calibrated (inside the model); the operating
+  // point is the threshold the server labels by. The page shows both and decides nothing.
+
+  const threshold = (t) => String(Number(t.toPrecision(4)));
+
+  // "Label PNEUMONIA when P(PNEUMONIA) ≥ 0.37, otherwise NORMAL."
+  function decisionRule(point, classNames) {
+    const other = classNames.find((c) => c !== point.positive_class);
+    return (
+      `Label ${point.positive_class} when P(${point.positive_class}) ≥ ${threshold(point.threshold)}, ` +
+      `otherwise ${other}.`
+    );
+  }
+
+  // "the operating point labels PNEUMONIA from P(PNEUMONIA) ≥ 0.37", for each prediction.
+  const byOperatingPoint = (point) =>
+    `the operating point labels ${point.positive_class} from P(${point.positive_class}) ≥ ${threshold(point.threshold)}`;
+
+  function renderDecision(card) {
+    const point = card && card.operating_point;
+    const rule = $("decision-rule");
+    rule.hidden = !point;
+    rule.textContent = point ? `${decisionRule(point, card.class_names)} Goal: ${point.goal}.` : "";
+    const section = $("calibration-section");
+    section.hidden = !(card && (point || card.calibration));
+    $("calibration").replaceChildren(
+      ...(point ? [operatingPointView(point, card.class_names)] : []),
+      ...(card && card.calibration ? [calibrationView(card.calibration)] : []),
+    );
+    $("reliability-figure").hidden = true;
+  }
+
+  function operatingPointView(point, classNames) {
+    const f = point.figures;
+    return el(
+      "div",
+      { class: "operating-point" },
+      el("p", {}, el("strong", {}, "Operating point. "), decisionRule(point, classNames)),
+      el("p", { class: "muted" }, `Goal: ${point.goal}.`),
+      el(
+        "p",
+        { class: "muted" },
+        `On ${point.chosen_on} (${int(f.count)} images): ${point.positive_class} recall ${pct(f.recall)}, ` +
+          `specificity ${pct(f.specificity)}, precision ${pct(f.precision)}, accuracy ${pct(f.accuracy)}.`,
+      ),
+    );
+  }
+
+  function calibrationView(calibration) {
+    const splits = Object.entries(calibration.splits || {});
+    const change = (before, after) => `${num(before, 4)} → ${num(after, 4)}`;
+    return el(
+      "div",
+      { class: "calibration" },
+      el(
+        "p",
+        {},
+        el("strong", {}, "Calibration. "),
+        `${calibration.method === "temperature" ? "Temperature scaling" : calibration.method}, ` +
+          `T = ${num(calibration.temperature, 3)}, fitted on ${calibration.fitted_on}. ` +
+          "The probabilities shown are already calibrated.",
+      ),
+      splits.length
+        ? el(
+            "div",
+            { class: "scroll" },
+            el(
+              "table",
+              { class: "calibration-scores" },
+              el("caption", {}, `Before → after calibration (ECE over ${calibration.bins} bins; lower is better)`),
+              el(
+                "thead",
+                {},
+                el("tr", {}, ["Split", "ECE", "Brier score"].map((h) => el("th", { scope: "col" }, h))),
+              ),
+              el(
+                "tbody",
+                {},
+                splits.map(([split, c]) =>
+                  el(
+                    "tr",
+                    { "data-split": split },
+                    el("th", { scope: "row" }, split),
+                    el("td", {}, change(c.before.ece, c.after.ece)),
+                    el("td", {}, change(c.before.brier, c.after.brier)),
+                  ),
+                ),
+              ),
+            ),
+          )
+        : null,
+    );
+  }
+
+  async function loadReliabilityPlot(name, version, card, seq) {
+    if (!card.artifacts || !card.artifacts.reliability_plot) return;
+    const figure = $("reliability-figure");
+    const plot = $("reliability-plot");
+    const caption = $("reliability-caption");
+    try {
+      const response = await api(`${modelUrl(name)}/versions/${version}/plots/reliability.png`);
+      const blob = await response.blob();
+      if (seq !== state.selectSeq) return;
+      if (state.reliabilityUrl) URL.revokeObjectURL(state.reliabilityUrl);
+      state.reliabilityUrl = URL.createObjectURL(blob);
+      plot.src = state.reliabilityUrl;
+      plot.alt =
+        `Reliability diagram of ${name} version ${version}: accuracy against confidence ` +
+        "before and after calibration, with the diagonal for perfect calibration.";
+      caption.replaceChildren(
+        "Accuracy of the most likely class against its probability, per bin. ",
+        el("a", { href: state.reliabilityUrl, target: "_blank" }, "Open full size"),
+      );
+      figure.hidden = false;
+    } catch (error) {
+      if (seq !== state.selectSeq) return;
+      caption.textContent = error.status === 404 ? "No reliability diagram was recorded." : error.message;
+      plot.removeAttribute("src");
+      figure.hidden = false;
+    }
+  }
+
   // Evaluation view, shared by the recorded evaluation and uploads ---------------------------
 
-  function evaluationView(report) {
+  function evaluationView(report, atArgmax) {
     const names = report.class_names;
+    const given = (x) => x !== null && x !== undefined;
     const figures = [
       ["Images", int(report.count)],
       ["Accuracy", pct(report.accuracy)],
-      ...(report.roc_auc !== null && report.roc_auc !== undefined ? [["ROC AUC", num(report.roc_auc)]] : []),
+      ...(given(report.roc_auc) ? [["ROC AUC", num(report.roc_auc)]] : []),
       ...(report.macro_avg ? [["Macro F1", num(report.macro_avg.f1)]] : []),
-      ...(report.loss !== null && report.loss !== undefined ? [["Loss", num(report.loss)]] : []),
+      ...(given(report.loss) ? [["Loss", num(report.loss)]] : []),
+      ...(given(report.ece) ? [["ECE", num(report.ece, 4)]] : []),
+      ...(given(report.brier) ? [["Brier", num(report.brier, 4)]] : []),
     ];
     const summary = el(
       "div",
@@ -340,8 +513,157 @@
       "div",
       { class: "evaluation" },
       summary,
+      report.decision && report.decision !== "argmax"
+        ? el("p", { class: "decision" }, `Labels by the operating point: ${report.decision}.`)
+        : null,
+      atArgmax ? decisionComparison(report, atArgmax) : null,
       el("div", { class: "scroll" }, matrix),
       el("div", { class: "scroll" }, perClass),
+    );
+  }
+
+  // The same images labelled by the operating point and by argmax, side by side.
+  function decisionComparison(report, atArgmax) {
+    const names = report.class_names;
+    const row = (label, r) =>
+      el(
+        "tr",
+        {},
+        el("th", { scope: "row" }, label),
+        el("td", {}, pct(r.accuracy)),
+        names.map((n) => el("td", {}, pct(r.per_class[n].recall))),
+      );
+    return el(
+      "div",
+      { class: "scroll" },
+      el(
+        "table",
+        { class: "decisions" },
+        el("caption", {}, "Operating point against argmax on the same images"),
+        el(
+          "thead",
+          {},
+          el(
+            "tr",
+            {},
+            ["Labels by", "Accuracy", ...names.map((n) => `${n} recall`)].map((h) => el("th", { scope: "col" }, h)),
+          ),
+        ),
+        el("tbody", {}, row(report.decision, report), row("argmax", atArgmax)),
+      ),
+    );
+  }
+
+  // Recent predictions and drift ------------------------------------------------------
+  // The server keeps the last predictions of each version and compares them with the
+  // profile of the test split in the model card; the page only shows its verdict.
+
+  const DRIFT_VERDICTS = {
+    ok: (r) => `No drift: score ${num(r.scores.drift_score, 2)} (drift is above 1).`,
+    drift: (r) =>
+      `Drift: score ${num(r.scores.drift_score, 2)}, above 1. Recent inputs are answered unlike ` +
+      "the test data the model was checked on; look at what is being sent.",
+    warming_up: (r) => `Not scored yet: ${r.note}.`,
+    no_reference: () =>
+      "Not scored: no reference in the card (the model was exported without a prediction profile).",
+  };
+
+  async function refreshRecent() {
+    const seq = state.selectSeq;
+    if (!state.card) return;
+    try {
+      const detail = await getJson(modelUrl(state.name));
+      if (seq === state.selectSeq) renderRecent(detail.recent_predictions);
+    } catch (error) {
+      if (seq === state.selectSeq) $("recent-predictions").replaceChildren(errorBox(error));
+    }
+  }
+
+  function renderRecent(recent) {
+    const box = $("recent-predictions");
+    $("recent-refresh").hidden = !recent;
+    if (!recent) {
+      box.replaceChildren(
+        el("p", { class: "muted" }, "The server does not watch recent predictions (VISION_SERVING_DRIFT_WINDOW=0)."),
+      );
+      return;
+    }
+    const verdict = el(
+      "p",
+      { class: `drift-state ${recent.status}`, "data-state": recent.status, role: "status" },
+      DRIFT_VERDICTS[recent.status](recent),
+    );
+    const size = el(
+      "p",
+      { class: "muted" },
+      `${int(recent.count)} of the last ${int(recent.window_size)} predictions of this version ` +
+        "(each server process keeps its own).",
+    );
+    const details = recent.window ? [recentFigures(recent), classMixTable(recent)] : [];
+    box.replaceChildren(verdict, size, ...details);
+  }
+
+  function recentFigures({ window, reference, scores }) {
+    const against = (key, format) =>
+      reference && reference[key] !== null ? ` (test ${format(reference[key])})` : "";
+    const figures = [
+      ["Mean confidence", `${pct(window.mean_confidence)}${against("mean_confidence", pct)}`],
+      [
+        `Low confidence (< ${pct(window.low_confidence_threshold)})`,
+        `${pct(window.low_confidence_share)}${against("low_confidence_share", pct)}`,
+      ],
+      ["Mean entropy", `${num(window.mean_entropy)} nats${against("mean_entropy", (x) => num(x))}`],
+      ...(window.no_digit_share !== null
+        ? [["No digit found", `${pct(window.no_digit_share)}${against("no_digit_share", pct)}`]]
+        : []),
+      ...(scores
+        ? [
+            ["Confidence PSI", num(scores.confidence_psi)],
+            ["Class mix PSI", num(scores.class_mix_psi)],
+          ]
+        : []),
+    ];
+    return el(
+      "div",
+      { class: "summary recent-figures" },
+      figures.map(([k, v]) => el("div", { "data-figure": k }, el("span", { class: "muted" }, k), el("span", { class: "figure" }, v))),
+    );
+  }
+
+  function classMixTable({ window, reference }) {
+    const names = Object.keys(window.class_mix);
+    return el(
+      "div",
+      { class: "scroll" },
+      el(
+        "table",
+        { class: "class-mix" },
+        el("caption", {}, reference ? "Class mix: recent predictions and the test split" : "Class mix of recent predictions"),
+        el(
+          "thead",
+          {},
+          el(
+            "tr",
+            {},
+            el("th", { scope: "col" }, "Class"),
+            el("th", { scope: "col" }, "Recent"),
+            reference ? el("th", { scope: "col" }, "Test split") : null,
+          ),
+        ),
+        el(
+          "tbody",
+          {},
+          names.map((n) =>
+            el(
+              "tr",
+              { "data-class": n },
+              el("th", { scope: "row" }, n),
+              el("td", {}, pct(window.class_mix[n])),
+              reference ? el("td", {}, pct(reference.class_mix[n])) : null,
+            ),
+          ),
+        ),
+      ),
     );
   }
 
@@ -378,6 +700,7 @@
       ];
       views.sort((a, b) => a[0] - b[0]);
       results.append(...views.map(([, view]) => view));
+      refreshRecent();
     } catch (error) {
       if (seq !== state.predictSeq) return;
       clearResults();
@@ -441,6 +764,9 @@
           prediction.digit_found === false ? "Best guess for an empty field: " : "Read as ",
           el("strong", { class: "predicted" }, prediction.label),
           ` (${pct(prediction.confidence)} probability)`,
+          card.operating_point
+            ? el("span", { class: "muted by-rule" }, `; ${byOperatingPoint(card.operating_point)}`)
+            : null,
         ),
         el(
           "ul",
@@ -613,7 +939,7 @@
                 el("ul", {}, report.errors.map((e) => el("li", {}, e.error))),
               )
             : null,
-          evaluationView(report),
+          evaluationView(report, report.evaluation_at_argmax),
         );
       } catch (error) {
         out.replaceChildren(errorBox(error));
@@ -643,5 +969,6 @@
   setUpFiles();
   setUpCanvas();
   setUpEvaluation();
+  $("recent-refresh").addEventListener("click", refreshRecent);
   loadModels();
 })();

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from app.contract.model_card import LITERT_MODEL_FILENAME, ModelCard
+from app.contract.model_card import LITERT_MODEL_FILENAME, ImportRecord, ModelCard
 from tests.app.conftest import ServeFn
 from tests.app.images import png
 from tests.app.tiny_models import TINY_DIGITS, give_foreign_litert_model
@@ -130,3 +131,52 @@ async def test_status_says_how_large_a_batch_runs_inline(serve: ServeFn) -> None
         never = (await client.get(f"/api/v1/models/{TINY_DIGITS}")).json()["runtime"]
     assert default["inline_max_images"] >= 1
     assert never["inline_max_images"] == 0
+
+
+async def test_detail_shows_the_served_versions_recent_predictions(serve: ServeFn) -> None:
+    async with serve() as client:
+        picture = {"files": ("d.png", png())}
+        assert (
+            await client.post(f"/api/v1/models/{TINY_DIGITS}/predict", files=picture)
+        ).is_success
+        detail = (await client.get(f"/api/v1/models/{TINY_DIGITS}")).json()
+        listed = (await client.get("/api/v1/models")).json()["models"]
+    recent = detail["recent_predictions"]
+    assert (recent["count"], recent["window_size"]) == (1, 1000)
+    assert recent["status"] == "no_reference" and recent["scores"] is None
+    assert recent["window"]["class_mix"].keys() == set(detail["class_names"])
+    assert all("recent_predictions" not in model for model in listed)  # the detail API's alone
+
+
+async def test_an_imported_model_without_evaluation_is_served_and_says_so(
+    serve: ServeFn, model_dir_copy: Path
+) -> None:
+    version_dir = model_dir_copy / TINY_DIGITS / "1"
+    imported = ImportRecord(
+        source="digits.keras",
+        source_format="keras",
+        fingerprint="sha256:" + "0" * 64,
+        imported_at=datetime.now(UTC),
+        input_range=(0.0, 1.0),
+    )
+    card = ModelCard.read(version_dir).model_copy(
+        update={"training": None, "evaluation": None, "imported": imported}
+    )
+    card.write(version_dir)
+    ModelCard.read(version_dir)  # what was written is a valid card
+    async with serve(model_dir=model_dir_copy) as client:
+        detail = (await client.get(f"/api/v1/models/{TINY_DIGITS}")).json()
+        evaluation = await client.get(f"/api/v1/models/{TINY_DIGITS}/evaluation")
+        answer = await client.post(
+            f"/api/v1/models/{TINY_DIGITS}/predict", files={"files": ("d.png", png())}
+        )
+    assert detail["status"] == "ready" and answer.status_code == 200
+    assert detail["card"]["training"] is None and detail["card"]["evaluation"] is None
+    assert detail["card"]["imported"]["source"] == "digits.keras"
+    assert evaluation.status_code == 404
+    assert evaluation.json()["code"] == "artifact_not_found"
+    assert evaluation.json()["error"] == (
+        f"model '{TINY_DIGITS}' version 1 has no recorded evaluation: it was imported from "
+        "digits.keras without labelled data; import it again with --evaluate-on DIR (one "
+        "folder of images per class) to record one"
+    )
