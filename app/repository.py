@@ -381,6 +381,8 @@ class ModelRepository:
                     findings.append((logging.WARNING, _not_a_model_name(folder)))
                 elif versions := _version_folders(folder):
                     found[name] = versions
+                elif _only_hidden_entries(folder):
+                    continue  # a new model's first export, staged in `.tmp-*`: not yet a model
                 else:
                     problems[name] = _no_version_folders(folder)
                     findings.append((logging.WARNING, f"model {name}: {problems[name]}"))
@@ -623,6 +625,17 @@ def _without_byte_strings(text: str) -> str:
         return os.fsdecode(value) if isinstance(value, bytes) else match.group(0)
 
     return _BYTE_STRING.sub(decoded, text)
+
+
+def _only_hidden_entries(folder: Path) -> bool:
+    """Whether a model folder holds hidden entries only: what `training` has made of a new
+    model while it stages its first version in `.tmp-<uuid>` (an empty folder is still
+    reported: nothing is on its way into it)."""
+    try:
+        names = [entry.name for entry in folder.iterdir()]
+    except OSError:
+        return False
+    return bool(names) and all(name.startswith(".") for name in names)
 
 
 def _fingerprint(path: Path) -> tuple[float, ...]:

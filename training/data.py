@@ -17,6 +17,7 @@ Each data set is recorded in the model card by name, counts and a content finger
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 from numpy.typing import NDArray
+from PIL import Image
 
 from app.contract.images import ImageError, Upload
 from app.contract.model_card import InputSpec
@@ -32,6 +34,7 @@ from app.contract.preprocessing import prepare_image
 
 MNIST_CLASS_NAMES = [str(digit) for digit in range(10)]
 MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MNIST_SIDE = 28
 XRAY_CLASS_NAMES = ["NORMAL", "PNEUMONIA"]  # output order; index 1 is the positive class
 XRAY_SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
@@ -136,14 +139,37 @@ def _check_mnist_layout(arrays: dict[str, NDArray[np.uint8]], where: str) -> Non
 def mnist_split(
     arrays: dict[str, NDArray[np.uint8]], prefix: str, indices: NDArray[np.int64] | None = None
 ) -> LabelledArrays:
-    """One split (`train`, `val` or `test`) as float32 images with a channel axis."""
+    """One split (`train`, `val` or `test`) as the service would see each digit sent as a
+    PNG (`served_digits`), float32 `[N, 28, 28, 1]`."""
     images = arrays[f"x_{prefix}"]
     labels = arrays[f"y_{prefix}"]
     if indices is not None:
         images, labels = images[indices], labels[indices]
-    return LabelledArrays(
-        images=images.astype(np.float32)[..., np.newaxis], labels=labels.astype(np.int64)
-    )
+    return LabelledArrays(images=served_digits(images), labels=labels.astype(np.int64))
+
+
+def served_digits(images: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """MNIST's 28x28 arrays as the service makes model input from a PNG of each.
+
+    Through the contract's `prepare_image` (`mnist-digit` preprocessing) on PNG bytes, so
+    a model is trained, validated and tested on the very pixels it is served: the digit
+    normalisation re-centres about 4 in 10 MNIST test digits by a pixel or so, enough to
+    move the test accuracy by 0.0005 if training skipped it.
+    """
+    spec = image_input_spec((MNIST_SIDE, MNIST_SIDE), 1)
+
+    def serve(image: NDArray[np.uint8]) -> NDArray[np.float32]:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+        upload = Upload(filename="digit.png", data=buffer.getvalue())
+        return prepare_image(upload, spec, "mnist-digit").pixels
+
+    served = np.empty((len(images), MNIST_SIDE, MNIST_SIDE, 1), dtype=np.float32)
+    # Pillow and most of NumPy release the GIL: one thread per core.
+    with ThreadPoolExecutor() as pool:
+        for index, pixels in enumerate(pool.map(serve, images)):
+            served[index] = pixels
+    return served
 
 
 def load_mnist_training(

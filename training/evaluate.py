@@ -18,13 +18,8 @@ from numpy.typing import NDArray
 from app.contract.classification import EvaluationReport, evaluate_probabilities
 from app.contract.decision import OperatingPoint
 from app.contract.model_card import ModelCard
-from training.data import (
-    DataError,
-    LabelledArrays,
-    load_mnist_arrays,
-    load_xray_split_arrays,
-    mnist_split,
-)
+from training.data import LabelledArrays
+from training.recipes import recipe_for
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "pixels"
@@ -66,21 +61,7 @@ def evaluate_saved_model(
 
 
 def load_split_for_card(card: ModelCard, data_path: Path | None, split: str) -> LabelledArrays:
-    """Read one labelled split shaped as the model described by `card` expects it.
-
-    `mnist-digit` models read an MNIST npz (`test` -> x_test/y_test, `train`, or `val`
-    when the file holds x_val/y_val); `resize` models read a chest X-ray folder's split.
-    """
-    if card.preprocessing.kind == "mnist-digit":
-        arrays = load_mnist_arrays(data_path)
-        if f"x_{split}" not in arrays:
-            raise DataError(f"{data_path} holds no x_{split}/y_{split} arrays")
-        return mnist_split(arrays, split)
-    if data_path is None:
-        raise DataError(f"model {card.name} needs --data: a chest X-ray folder")
-    return load_xray_split_arrays(
-        data_path,
-        split,
-        image_size=(card.input.height, card.input.width),
-        channels=card.input.channels,
-    )
+    """One labelled split read by the recipe that trained `card`, with the options its card
+    records (input size, channels...): the same reading as the run's own test split."""
+    recipe = recipe_for(card.name)
+    return recipe.load_split(data_path, split, recipe.options_from_card(card))

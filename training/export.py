@@ -144,14 +144,21 @@ def litert_agreement(
 
 @contextlib.contextmanager
 def staging_folder(model_root: Path) -> Iterator[Path]:
-    """A hidden `.tmp-<uuid>` folder beside the versions, removed unless published."""
-    model_root.mkdir(parents=True, exist_ok=True)
+    """A hidden `.tmp-<uuid>` folder beside the versions, removed unless published.
+
+    A model folder this made for a new model is removed again when nothing was published
+    into it, so a failed first export leaves no empty model behind for a server to report.
+    """
+    new_model = not model_root.exists()
     staging = model_root / f".tmp-{uuid.uuid4().hex}"
-    staging.mkdir()
+    staging.mkdir(parents=True)  # the model folder and its staging folder in one step
     try:
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already once published
+        if new_model:
+            with contextlib.suppress(OSError):  # not empty: a version was published
+                model_root.rmdir()
 
 
 def write_serving_files(

@@ -131,8 +131,7 @@ def start_retrain(
     if not keras_model.is_file():
         raise FileNotFoundError(f"{version_dir} has no {keras_model.name} to retrain from")
     recorded = trained.hyperparameters
-    option_names = {option.name for option in dataclasses.fields(recipe.Options)}
-    options = recipe.Options(**{k: v for k, v in recorded.items() if k in option_names})
+    options = recipe.options_from_card(card)
     fit = dataclasses.replace(
         recipe.fit_defaults,
         epochs=trained.epochs_requested,

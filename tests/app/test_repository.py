@@ -382,3 +382,23 @@ async def test_a_version_found_but_not_loaded_yet_is_a_503_to_retry(
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "model_not_ready"
     assert "not loaded yet" in response.json()["error"]
+
+
+async def test_a_new_model_being_staged_does_not_make_the_server_unready(
+    model_dir_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`training` stages a new model's first version in `<name>/.tmp-*`: while it does, the
+    model is not there yet, not a broken model; an empty model folder is still reported."""
+    (model_dir_copy / "new-model" / ".tmp-0123").mkdir(parents=True)
+    (model_dir_copy / "new-model" / ".tmp-0123" / "saved_model.pb").write_bytes(b"half")
+    (model_dir_copy / "empty-model").mkdir()
+    repository = repository_for(model_dir_copy)
+    with caplog.at_level(logging.WARNING, logger="app.repository"):
+        await repository.sync()
+    reasons = repository.not_ready_reasons()
+    names = repository.names()
+    await repository.close()
+    assert "new-model" not in names and "empty-model" in names
+    assert not [reason for reason in reasons if "new-model" in reason]
+    assert [reason for reason in reasons if "empty-model" in reason]
+    assert not logged(caplog, "new-model")

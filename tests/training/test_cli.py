@@ -606,7 +606,7 @@ MISTAKES: list[tuple[str, Argv, str]] = [
         "evaluate-xray-model-on-npz",
         lambda t, v: [
             "evaluate",
-            str(_card_copy(t, v, lambda c: c["preprocessing"].update(kind="resize"))),
+            str(_card_copy(t, v, lambda c: c.update(name="pneumonia-cnn"))),
             "--data",
             _mnist(t),
         ],

@@ -23,6 +23,7 @@ from training.data import (
     load_mnist_arrays,
     load_mnist_training,
     load_xray_training,
+    mnist_split,
     read_images,
 )
 
@@ -218,6 +219,23 @@ def test_images_are_read_exactly_as_the_service_reads_uploads(tmp_path: Path) ->
     ).pixels
     assert pixels.dtype == np.uint8 and pixels.shape == (2, 16, 24, 1)
     np.testing.assert_array_equal(pixels, served)
+
+
+def test_mnist_digits_are_the_pixels_the_service_makes_of_their_pngs() -> None:
+    """A digit off-centre by mass is moved by the service's normalisation: training sees
+    it moved too, exactly as `prepare_batch` makes it from the PNG a client would send."""
+    digits = np.zeros((2, 28, 28), dtype=np.uint8)
+    digits[0, 4:24, 3:10] = 255  # a stroke far left of centre
+    digits[1, 6:22, 12:16] = 200
+    arrays = {"x_test": digits, "y_test": np.array([1, 7], dtype=np.uint8)}
+    split = mnist_split(arrays, "test")
+    spec = image_input_spec((28, 28), channels=1)
+    uploads = [Upload(filename=f"{i}.png", data=encoded(d, "PNG")) for i, d in enumerate(digits)]
+    served = prepare_batch(uploads, spec, "mnist-digit").pixels
+    assert split.images.shape == (2, 28, 28, 1) and split.images.dtype == np.float32
+    np.testing.assert_array_equal(split.images, served)
+    assert not np.array_equal(split.images[0, :, :, 0], digits[0])  # it was re-centred
+    assert split.labels.tolist() == [1, 7]
 
 
 def test_an_unreadable_image_in_a_data_folder_is_named(tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ SPEC = InputSpec(height=28, width=28, channels=1, color_mode="grayscale")
 
 def test_failed_export_leaves_no_folder_behind(tmp_path: Path) -> None:
     check_images = np.zeros((2, 28, 28, 1), np.float32)
+    (tmp_path / "m" / "1").mkdir(parents=True)  # an existing model keeps its folder
     with (
         pytest.raises(RuntimeError, match="card failed"),
         staging_folder(tmp_path / "m") as staging,
@@ -67,7 +68,7 @@ def test_failed_export_leaves_no_folder_behind(tmp_path: Path) -> None:
         write_serving_files(build_mnist_mlp(), staging, history={}, check_images=check_images)
         assert (staging / "saved_model.pb").is_file()
         raise RuntimeError("card failed")
-    assert list((tmp_path / "m").iterdir()) == []
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["1"]
 
 
 def export_untrained_mlp(model_dir: Path) -> Path:
@@ -122,3 +123,11 @@ def test_a_conversion_that_disagrees_is_not_exported(
     assert warning.startswith(
         "model.tflite not exported: LiteRT output differs from the SavedModel's by "
     )
+
+
+def test_a_failed_first_export_leaves_no_model_folder(tmp_path: Path) -> None:
+    failing = pytest.raises(RuntimeError, match="evaluation failed")
+    with failing, staging_folder(tmp_path / "new-model") as staging:
+        assert [p.name for p in (tmp_path / "new-model").iterdir()] == [staging.name]
+        raise RuntimeError("evaluation failed")
+    assert list(tmp_path.iterdir()) == []

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import keras
 
-from app.contract.model_card import Preprocessing
+from app.contract.model_card import ModelCard, Preprocessing
 from training.calibrate import ThresholdGoal
 from training.data import LabelledArrays, TrainingData
 from training.fit import FitSettings
@@ -106,6 +106,15 @@ class Recipe(ABC):
     def options(self, request: TrainRequest) -> Any:
         """The request's options as this recipe's `Options`."""
         return self.Options(**request.options)
+
+    def options_from_card(self, card: ModelCard) -> Any:
+        """The options a version was trained with, from its card's hyperparameters (where
+        `training.card` records them); defaults for any an older card lacks."""
+        if card.training is None:
+            raise ValueError(f"{card.name} v{card.version} has no training record")
+        recorded = card.training.hyperparameters
+        names = {option.name for option in dataclasses.fields(self.Options)}
+        return self.Options(**{key: value for key, value in recorded.items() if key in names})
 
     def check_options(self, options: Any) -> None:
         """Raise ValueError (with a message for the user) for options that cannot work."""

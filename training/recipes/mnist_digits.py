@@ -8,13 +8,12 @@ from pathlib import Path
 
 from app.contract.model_card import Preprocessing
 from training import flags
-from training.data import LabelledArrays, load_mnist_arrays, mnist_split
+from training.data import DataError, LabelledArrays, load_mnist_arrays, mnist_split
 
 DATA_HELP = (
     "an .npz with x_train,y_train,x_test,y_test (and optionally x_val,y_val); omitted: "
     "keras.datasets.mnist.load_data(), which needs internet"
 )
-DEFAULT_VALIDATION_SPLIT = 0.3  # the chapter's
 
 LIMITATIONS = (
     "Reads one handwritten digit per picture: dark or light ink, any size or position, on "
@@ -40,15 +39,19 @@ PREPROCESSING = Preprocessing(
 )
 
 
-def add_validation_split_flag(parser: argparse.ArgumentParser) -> None:
+def add_validation_split_flag(parser: argparse.ArgumentParser, default: float) -> None:
     parser.add_argument(
         "--validation-split",
         type=flags.share,
         default=None,
         help="share of x_train held out for validation when the npz has no x_val "
-        f"(default: {DEFAULT_VALIDATION_SPLIT}, as in the chapter)",
+        f"(default: {default})",
     )
 
 
 def load_split(data: Path | None, split: str) -> LabelledArrays:
-    return mnist_split(load_mnist_arrays(data), split)
+    """`test` (x_test/y_test), `train`, or `val` when the npz holds x_val/y_val."""
+    arrays = load_mnist_arrays(data)
+    if f"x_{split}" not in arrays:
+        raise DataError(f"{data} holds no x_{split}/y_{split} arrays")
+    return mnist_split(arrays, split)

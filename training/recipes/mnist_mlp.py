@@ -27,7 +27,7 @@ INPUT_SHAPE = (28, 28, 1)  # what app.contract.digits.normalize_digit makes
 class MnistMlpOptions:
     hidden_units: list[int] = field(default_factory=lambda: [128, 60])
     dropout: float = 0.2  # after the first hidden layer
-    validation_split: float = mnist_digits.DEFAULT_VALIDATION_SPLIT
+    validation_split: float = 0.3  # the chapter's
 
 
 def build_mnist_mlp(
@@ -70,7 +70,9 @@ class MnistMlp(Recipe):
     Options = MnistMlpOptions
 
     def add_option_flags(self, parser: argparse.ArgumentParser) -> None:
-        mnist_digits.add_validation_split_flag(parser)
+        mnist_digits.add_validation_split_flag(
+            parser, default=self.default_option("validation_split")
+        )
         parser.add_argument(
             "--hidden-units",
             type=flags.positive_int,
