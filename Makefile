@@ -52,10 +52,11 @@ container-test:
 image:
 	docker build -t vision-serving:0.1.0 .
 
-## train: retrain both shipped models from the data in DATA (see README)
+## train: retrain the shipped models from the data in DATA (see README)
 DATA ?= ../shared/data
 train: $(STAMP)
 	$(BIN)/python -m training train mnist-mlp --data $(DATA)/mnist.npz --model-dir models
+	$(BIN)/python -m training train mnist-lenet5 --data $(DATA)/mnist.npz --model-dir models
 	$(BIN)/python -m training train pneumonia-cnn --data $(DATA)/chest_xray --model-dir models
 
 clean:

@@ -12,6 +12,10 @@ pytest_plugins = ["tests.hangdump"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODELS = REPO_ROOT / "models"
+# Every model folder under models/: adding a model to the repository adds it to the tests.
+SHIPPED_MODEL_NAMES = tuple(
+    sorted(p.name for p in SHIPPED_MODELS.iterdir() if p.is_dir() and not p.name.startswith("."))
+)
 
 
 def shipped_version(model: str) -> Path:

@@ -23,7 +23,10 @@ import zipfile
 import zlib
 from pathlib import Path
 
-MODELS = ("mnist-mlp", "pneumonia-cnn")
+# What the image ships: every model folder of the checkout's models/, which it copies.
+MODELS = tuple(
+    sorted(p.name for p in (Path(__file__).resolve().parents[2] / "models").iterdir() if p.is_dir())
+)
 MNIST_MIN_CORRECT = 8  # of 10 test digits, one per class; the shipped MLP gets ~98 %
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT, SHIPPED_MODELS
+from tests.conftest import REPO_ROOT, SHIPPED_MODEL_NAMES, SHIPPED_MODELS
 
 STARTUP_TIMEOUT_SECONDS = 120
 
@@ -87,7 +87,7 @@ def stop_server(server: LiveServer, timeout: float = 30) -> int:
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The shipped models behind a real server, shared by the whole session."""
-    for name in ("mnist-mlp", "pneumonia-cnn"):
+    for name in SHIPPED_MODEL_NAMES:
         if not (SHIPPED_MODELS / name).is_dir():
             pytest.fail(f"shipped model {name} is missing from {SHIPPED_MODELS}")
     log_path = tmp_path_factory.mktemp("server") / "server.log"

@@ -19,7 +19,7 @@ from app.contract.model_card import ModelCard
 from app.contract.preprocessing import prepare_batch
 from tests.app.digit_variants import DIGIT_VARIANTS, NO_DIGIT_PAGES, page_mix, variant_mix
 from tests.app.images import encode
-from tests.conftest import require_data
+from tests.conftest import SHIPPED_MODEL_NAMES, require_data
 from tests.e2e.conftest import SHIPPED_MODELS
 
 DIGITS = 1000
@@ -292,3 +292,76 @@ def test_served_xray_pixels_equal_training_pixels_bit_for_bit(
     assert served.shape == trained_on.images.shape[:3]
     assert len(names) == 36
     np.testing.assert_array_equal(served, trained_on.images[..., 0].astype(np.uint8))
+
+
+def real_test_image(card: ModelCard) -> tuple[str, bytes, int]:
+    """A real test-split image for a shipped model, as a client would send it: a PNG of an
+    MNIST test digit, or a chest X-ray JPEG; with its true class index."""
+    if card.preprocessing.kind == "mnist-digit":
+        with np.load(require_data("mnist.npz")) as arrays:
+            digit, label = arrays["x_test"][0], int(arrays["y_test"][0])
+        return "digit.png", encode(digit, "PNG"), label
+    path = sorted(require_data("chest_xray/test/PNEUMONIA").glob("*.jpeg"))[0]
+    return path.name, path.read_bytes(), card.class_names.index("PNEUMONIA")
+
+
+@pytest.mark.parametrize("name", SHIPPED_MODEL_NAMES)
+def test_every_shipped_model_answers_alike_through_every_api_family(
+    name: str, client: httpx.Client
+) -> None:
+    """Native predict, TF Serving :predict and :classify, and V2 infer with a BYTES image
+    give the same probabilities and the same label for one real image."""
+    card = served_card(name, client)
+    filename, data, truth = real_test_image(card)
+    native = client.post(f"/api/v1/models/{name}/predict", files={"files": (filename, data)})
+    assert native.status_code == 200, native.text
+    answer = native.json()["predictions"][0]
+    probabilities = client.post(
+        f"/api/v1/models/{name}/probabilities", files={"files": (filename, data)}
+    ).json()["results"][0]["probabilities"]
+    expected = np.array([probabilities[c] for c in card.class_names])
+    assert answer["label"] == card.class_names[truth]
+
+    b64 = base64.b64encode(data).decode()
+    tf_predict = client.post(f"/v1/models/{name}:predict", json={"instances": [{"b64": b64}]})
+    assert tf_predict.status_code == 200, tf_predict.text
+    np.testing.assert_allclose(tf_predict.json()["predictions"][0], expected, atol=1e-6)
+    tf_classify = client.post(f"/v1/models/{name}:classify", json={"instances": [{"b64": b64}]})
+    assert tf_classify.status_code == 200, tf_classify.text
+    assert tf_classify.json()["results"][0][0][0] == answer["label"]
+
+    v2 = client.post(
+        f"/v2/models/{name}/infer",
+        json={
+            "inputs": [{"name": "pixels", "datatype": "BYTES", "shape": [1], "data": [b64]}],
+            "outputs": [{"name": "probabilities"}],
+        },
+    )
+    assert v2.status_code == 200, v2.text
+    [output] = v2.json()["outputs"]
+    np.testing.assert_allclose(output["data"], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED_MODEL_NAMES if n.startswith("mnist-")])
+def test_mnist_test_split_through_evaluate_equals_the_card(name: str, client: httpx.Client) -> None:
+    """All 10,000 MNIST test digits sent as PNGs (two archives: the evaluation limit is
+    5,000) give the card's confusion matrix: training tested on the pixels the service
+    makes of each digit's PNG."""
+    with np.load(require_data("mnist.npz")) as arrays:
+        images, labels = arrays["x_test"], arrays["y_test"]
+    total = np.zeros((10, 10), dtype=np.int64)
+    for start in (0, 5000):
+        files = {
+            f"{labels[i]}/{i}.png": encode(images[i], "PNG") for i in range(start, start + 5000)
+        }
+        response = client.post(
+            f"/api/v1/models/{name}/evaluate",
+            files={"archive": ("test.zip", zip_of(files), "application/zip")},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["errors"] == []
+        total += np.array(response.json()["confusion_matrix"])
+    card = served_card(name, client).evaluation
+    assert card is not None
+    print(f"{name}: served accuracy {np.trace(total) / total.sum():.4f}, card {card.accuracy}")
+    assert total.tolist() == card.confusion_matrix

@@ -13,6 +13,7 @@ import pytest
 
 from tests.app.images import encode
 from tests.app.tiny_models import export_tiny_digits
+from tests.conftest import SHIPPED_MODEL_NAMES
 from tests.e2e.conftest import LiveServer, start_server, stop_server
 
 DIGIT = "/api/v1/models/mnist-mlp"
@@ -36,7 +37,7 @@ def test_health_and_readiness(client: httpx.Client) -> None:
 
 def test_models_are_listed_ready_on_cpu(client: httpx.Client) -> None:
     models = {m["name"]: m for m in client.get("/api/v1/models").json()["models"]}
-    assert set(models) == {"mnist-mlp", "pneumonia-cnn"}
+    assert set(models) == set(SHIPPED_MODEL_NAMES)
     for model in models.values():
         assert model["status"] == "ready"
         assert model["device"] == "cpu"
