@@ -11,6 +11,11 @@ scrape or a model status request.
 - Recorded: every answered prediction of the native, TF Serving and V2 APIs (they all
   go through `DataPlane.classify_uploads` or `classify_pixels`). Not recorded:
   evaluations, which are labelled test sets an operator sends, not traffic.
+- Rows holding NaN or infinite probabilities (a faulty model) are left out, counted in
+  `non_finite_skipped` and logged once per window: a profile of them would mean nothing,
+  and the summary, /metrics included, would fail for as long as they stayed in the window.
+- The class mix counts the label the service answered: the card's operating point
+  decides it, as it does for every API.
 - Records and summaries both run on the event loop, so the window needs no lock.
 - A version loaded again (its files changed) starts with an empty window; an unloaded
   version's window goes with it.
@@ -22,6 +27,7 @@ scrape or a model status request.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Sequence
 
@@ -39,6 +45,8 @@ from app.repository import ServedModel
 from app.schemas import RecentPredictions
 
 _NOT_CHECKED, _NO_DIGIT, _DIGIT = -1, 0, 1  # what the digit check said of each row
+
+logger = logging.getLogger(__name__)
 
 
 class PredictionWindow:
@@ -59,11 +67,15 @@ class PredictionWindow:
         )
         self._next = 0  # where the next row goes
         self.count = 0  # rows filled: `size` once the ring has come round
+        self.non_finite_skipped = 0  # rows left out for NaN or infinite probabilities
 
     def record(
         self, probabilities: NDArray[np.float32], digit_found: Sequence[bool] | None
     ) -> None:
-        """Add the `[k, classes]` outputs of one request, overwriting the oldest rows."""
+        """Add the `[k, classes]` outputs of one request, overwriting the oldest rows;
+        rows holding NaN or infinite values are left out and counted instead."""
+        if not np.isfinite(probabilities).all():  # ~1 us; the rare bad case costs more
+            probabilities, digit_found = self._finite_rows(probabilities, digit_found)
         rows = len(probabilities)
         if rows == 0:
             return
@@ -78,6 +90,23 @@ class PredictionWindow:
             self._write(self._digit_found, start, flags)
         self._next = (start + rows) % self.size
         self.count = min(self.count + rows, self.size)
+
+    def _finite_rows(
+        self, probabilities: NDArray[np.float32], digit_found: Sequence[bool] | None
+    ) -> tuple[NDArray[np.float32], Sequence[bool] | None]:
+        """The rows of `probabilities` (and their digit flags) without NaN or infinity."""
+        finite = np.isfinite(probabilities).all(axis=1)
+        if self.non_finite_skipped == 0:
+            logger.warning(
+                "%s v%d answered probabilities holding NaN or infinite values; such "
+                "predictions are left out of its drift window (non_finite_skipped)",
+                self.card.name,
+                self.card.version,
+            )
+        self.non_finite_skipped += int((~finite).sum())
+        if digit_found is not None:
+            digit_found = np.asarray(digit_found, dtype=bool)[finite].tolist()
+        return probabilities[finite], digit_found
 
     def _write(self, ring: NDArray[np.generic], start: int, values: NDArray[np.generic]) -> None:
         """Copy `values` into `ring` from `start`, wrapping round; a request larger than the
@@ -106,6 +135,7 @@ class PredictionWindow:
             digit_found,
             confidence_edges=reference.confidence_edges if reference else None,
             low_confidence_threshold=reference.low_confidence_threshold if reference else None,
+            operating_point=self.card.operating_point,
         )
 
 
@@ -140,6 +170,7 @@ class PredictionMonitor:
             return None
         window = self._windows.get(model)
         current = window.profile() if window is not None else None
+        skipped = window.non_finite_skipped if window is not None else 0
         reference = model.card.prediction_profile
         count = current.count if current is not None else 0
         scores, note = None, None
@@ -163,4 +194,5 @@ class PredictionMonitor:
             window=current,
             reference=reference,
             scores=scores,
+            non_finite_skipped=skipped,
         )

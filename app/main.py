@@ -73,25 +73,31 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if payload_log is not None:
-            payload_log.start()  # first: a destination it cannot open stops the start-up
-            metrics.watch_payload_log(DROP_REASONS)
-        device = configure_devices(settings.device)
-        repository = ModelRepository(settings, device, batch_observer=metrics.batch_observer)
-        metrics.watch_repository(repository)
-        predictions = PredictionMonitor(settings.drift_window) if settings.drift_window else None
-        if predictions is not None:
-            metrics.watch_predictions(repository, predictions)
-        app.state.dataplane = DataPlane(repository, settings, metrics, predictions)
-        keeping_in_sync = asyncio.create_task(
-            _load_and_watch(repository, settings), name="keep-models-in-sync"
-        )
+        # The outer try closes the payload log and tracing even when the start-up fails
+        # (a destination that cannot be opened, devices, the repository): no writer
+        # thread or open file outlives a failed start.
         try:
-            yield
+            if payload_log is not None:
+                payload_log.start()  # first: a destination it cannot open stops the start-up
+                metrics.watch_payload_log(DROP_REASONS)
+            device = configure_devices(settings.device)
+            repository = ModelRepository(settings, device, batch_observer=metrics.batch_observer)
+            metrics.watch_repository(repository)
+            drift_window = settings.drift_window
+            predictions = PredictionMonitor(drift_window) if drift_window else None
+            if predictions is not None:
+                metrics.watch_predictions(repository, predictions)
+            app.state.dataplane = DataPlane(repository, settings, metrics, predictions)
+            keeping_in_sync = asyncio.create_task(
+                _load_and_watch(repository, settings), name="keep-models-in-sync"
+            )
+            try:
+                yield
+            finally:
+                await cancel_and_wait(keeping_in_sync)
+                await repository.close()
+                app.state.dataplane.close()
         finally:
-            await cancel_and_wait(keeping_in_sync)
-            await repository.close()
-            app.state.dataplane.close()
             if payload_log is not None:  # time-bounded; joins the writer off the event loop
                 await asyncio.to_thread(payload_log.close)
             if tracing is not None:  # last, so the spans of the drain go out too; time-bounded

@@ -49,6 +49,11 @@ Recent predictions of each loaded version (`app.drift`; absent when
                                                            confidence, class_mix or
                                                            combined; from 100 predictions,
                                                            for cards with a profile
+- `prediction_non_finite_total{model, version}`            counter, predictions left out
+                                                           of the window for NaN or
+                                                           infinite probabilities
+A version whose window cannot be summarised is left out of a scrape (logged once), so
+one bad version never takes down /metrics and the queue-time figure the pods scale on.
 
 Autoscaling: the queue stage's `_sum` over its `_count`, as rates over a minute, is the
 average time a request waited for its model call to start (0 for a batch run inline);
@@ -65,6 +70,7 @@ own windows.
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 import re
 import time
@@ -81,6 +87,8 @@ from app.drift import PredictionMonitor
 from app.repository import ModelRepository, ModelState
 
 PREFIX = "vision_serving"
+
+logger = logging.getLogger(__name__)
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
@@ -324,8 +332,9 @@ class _PredictionCollector(Collector):
         self.monitor = monitor
         self.extra_labels = ["worker"] if worker is not None else []
         self.extra_values = [worker] if worker is not None else []
+        self._failed: set[tuple[str, int]] = set()  # versions whose failure was logged
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         worker_label, worker = self.extra_labels, self.extra_values
 
         def gauge(name: str, documentation: str, *more_labels: str) -> GaugeMetricFamily:
@@ -351,15 +360,27 @@ class _PredictionCollector(Collector):
             "of the top-1 probability), class_mix, combined (the larger)",
             "kind",
         )
+        non_finite = CounterMetricFamily(
+            f"{PREFIX}_prediction_non_finite",
+            "Predictions left out of the version's window because their probabilities held "
+            "NaN or infinite values",
+            labels=["model", "version", *worker_label],
+        )
         for name in self.repository.names():
             for entry in self.repository.versions(name):
                 if entry.state is not ModelState.READY:
                     continue
-                recent = self.monitor.recent(entry)
+                try:
+                    recent = self.monitor.recent(entry)
+                except Exception:  # one version's bad window must not fail the whole scrape
+                    self._log_failure_once(name, entry.version)
+                    continue
+                self._failed.discard((name, entry.version))  # a later failure is news again
                 if recent is None:
                     continue
                 model = [name, str(entry.version)]
                 size.add_metric([*model, *worker], recent.count)
+                non_finite.add_metric([*model, *worker], recent.non_finite_skipped)
                 window = recent.window
                 if window is None:
                     continue
@@ -373,7 +394,20 @@ class _PredictionCollector(Collector):
                 if recent.scores is not None:
                     for kind, score in recent.scores.normalized().items():
                         drift.add_metric([*model, kind, *worker], score)
-        yield from (size, shares, confidence, entropy, low, no_digit, drift)
+        yield from (size, shares, confidence, entropy, low, no_digit, drift, non_finite)
+
+    def _log_failure_once(self, name: str, version: int) -> None:
+        """Log why a version's window could not be summarised, once per run of failed
+        scrapes: a scrape every 15 s would repeat the same traceback."""
+        if (name, version) in self._failed:
+            return
+        self._failed.add((name, version))
+        logger.exception(
+            "the recent predictions of %s v%d cannot be summarised; the version is left "
+            "out of the prediction metrics",
+            name,
+            version,
+        )
 
 
 class RequestMetricsMiddleware:

@@ -54,6 +54,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.contract.decision import OperatingPoint, rank_classes
 from app.contract.images import Upload
 from app.logs import iso_utc
 from app.request_ids import current_request_id
@@ -77,6 +78,12 @@ MAX_PENDING_RECORDS = 1000
 MAX_PENDING_BYTES = 64 * 1024 * 1024
 """Input bytes the queued records may hold: the log's bound on the service's memory."""
 CLOSE_TIMEOUT_SECONDS = 5.0
+INPUTS_RESCAN_SECONDS = 60.0
+"""Least time between two counts of the input folder's files once it is full."""
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_FOLDER_MODE = 0o700
+"""Records and stored inputs are personal data: the service's user alone may read them
+(the modes new files and folders get, whatever the process umask would allow)."""
 _WARNING_INTERVAL_SECONDS = 60.0
 
 # The inference endpoints of each protocol, with or without a pinned version.
@@ -105,6 +112,7 @@ class PendingRecord:
     inputs: Sequence[Upload] | NDArray[np.float32] | None = None
     probabilities: NDArray[np.float32] | None = None
     class_names: Sequence[str] = ()
+    operating_point: OperatingPoint | None = None  # the card's: it decides the top label
     positions: Sequence[int] = ()
     failures: dict[int, str] = field(default_factory=dict)  # position -> error code
     status: int = 500
@@ -137,6 +145,7 @@ def note_answer(result: Classification) -> None:
     if record is not None:
         record.probabilities = result.probabilities
         record.class_names = result.card.class_names
+        record.operating_point = result.card.operating_point
         record.positions = result.positions
         record.failures = {failure.position: failure.error.code for failure in result.failures}
 
@@ -220,10 +229,21 @@ class StdoutSink:
 
 class _RaisingRotatingFileHandler(RotatingFileHandler):
     """logging's size-based rotation, letting write errors out (logging would print and
-    swallow them) so the writer counts the record as dropped."""
+    swallow them) so the writer counts the record as dropped, and creating each file
+    (the first, and the new one after every rotation) with `PRIVATE_FILE_MODE`."""
 
     def handleError(self, record: logging.LogRecord) -> None:
         raise  # re-raises the error `emit` is handling
+
+    def _open(self) -> io.TextIOWrapper:
+        # os.open applies the mode when it creates the file; the process umask is no
+        # help, being process-wide. A file that exists keeps its mode.
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
+        try:
+            return open(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
 
 
 class FileSink:
@@ -266,18 +286,46 @@ class InputStore:
 
     Files already there count towards the bound, so a restart does not start afresh. An
     input stored before is not written again. Each file is written beside its final
-    name and renamed into place, so a failed write leaves no partial file.
+    name and renamed into place, so a failed write leaves no partial file. The folder is
+    made `PRIVATE_FOLDER_MODE` and each file `PRIVATE_FILE_MODE`.
+
+    `used_bytes` adds up what this store wrote. Files deleted since (the operator's
+    retention policy) free their bytes when the bound is next reached: the folder is
+    counted again then, at most once every `rescan_seconds`, so a full folder is not
+    listed for every input.
     """
 
-    def __init__(self, folder: Path, max_bytes: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        max_bytes: int,
+        *,
+        rescan_seconds: float = INPUTS_RESCAN_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
+        self.rescan_seconds = rescan_seconds
+        self.clock = clock
         self.used_bytes = 0
+        self._counted_at = -float("inf")  # clock time of the last count of the folder
 
     def open(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # mkdir's mode is for the last folder only: parents are ordinary folders.
+        self.folder.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+        self._count_folder()
+
+    def _count_folder(self) -> None:
+        """Set `used_bytes` to the size of the files in the folder now."""
+        used = 0
         with os.scandir(self.folder) as entries:
-            self.used_bytes = sum(entry.stat().st_size for entry in entries if entry.is_file())
+            for entry in entries:
+                # A file deleted between the listing and its stat simply counts nothing.
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.is_file():
+                        used += entry.stat().st_size
+        self.used_bytes = used
+        self._counted_at = self.clock()
 
     def store(self, digest: str, data: bytes | memoryview) -> bool:
         """Keep `data` as `<folder>/<digest>`; False when that would pass the bound.
@@ -288,11 +336,18 @@ class InputStore:
         if target.exists():
             return True
         size = len(data)  # bytes, or a memoryview cast to bytes
+        if (
+            self.used_bytes + size > self.max_bytes
+            and self.clock() - self._counted_at >= self.rescan_seconds
+        ):
+            self._count_folder()
         if self.used_bytes + size > self.max_bytes:
             return False
         partial = self.folder / f".{digest}.partial"
         try:
-            partial.write_bytes(data)
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+            with open(fd, "wb") as file:
+                file.write(data)
             os.replace(partial, target)
         except OSError:
             partial.unlink(missing_ok=True)
@@ -412,34 +467,56 @@ class PayloadLog:
                 reason = None
                 self._pending_records += 1
                 self._pending_bytes += size
+                # Under the lock, so no record can follow `close`'s stop marker.
+                self._queue.put((record, size))
         if reason is not None:
             self.count_drop(reason)
-            return
-        self._queue.put((record, size))
 
     def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
         """Write what is queued, within `timeout` seconds, and close the sink.
 
-        Records still queued when the time is up are counted as dropped (`shutdown`)
-        and the writer thread is left to the process's exit (it is a daemon thread).
+        Records still queued when the time is up are taken off the queue and counted as
+        dropped (`shutdown`), each once; the record being written then is left to the
+        writer thread, which stops after it (a daemon thread, it does not hold up the
+        process's exit). Every submitted record is written or counted, never both.
         """
         with self._lock:
+            if self._closing:
+                return
             self._closing = True
-        if not self._thread.is_alive():
-            self.sink.close()
-            return
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._queue.put(_STOP)  # after every queued record: `submit` puts under the lock
         if self._thread.is_alive():
-            with self._lock:
-                left = self._pending_records
-            for _ in range(left):
-                self.count_drop("shutdown")
+            self._thread.join(timeout)
+        left = self._drop_queued()
+        if self._thread.is_alive():
+            self._queue.put(_STOP)  # `_drop_queued` took the first one
             logger.warning(
                 "payload log: %d records not written within %g s of shutdown", left, timeout
             )
             return
         self.sink.close()
+
+    def _drop_queued(self) -> int:
+        """Take every record off the queue, counting each as dropped; how many there were.
+
+        The writer may be taking records at the same time: the queue hands each to one
+        of the two, so none is both written and counted.
+        """
+        left = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return left
+            if item is _STOP:
+                continue
+            _, size = item
+            with self._lock:
+                self._pending_records -= 1
+                self._pending_bytes -= size
+            self.count_drop("shutdown")
+            left += 1
 
     # The writer thread -----------------------------------------------------------------
 
@@ -472,7 +549,8 @@ class PayloadLog:
         inputs = [self._input_entry(record, position) for position in range(len(record.inputs))]
         if record.probabilities is not None:
             for row, position in zip(record.probabilities, record.positions, strict=True):
-                inputs[position].update(_answer(row, record.class_names, self.top_k))
+                answer = _answer(row, record.class_names, record.operating_point, self.top_k)
+                inputs[position].update(answer)
         for position, code in record.failures.items():
             inputs[position]["error"] = code
         return {
@@ -532,11 +610,17 @@ class PayloadLog:
             logger.warning(message)
 
 
-def _answer(row: NDArray[np.float32], class_names: Sequence[str], top_k: int) -> dict[str, Any]:
-    """One input's answer: its `top_k` classes, best first, and every probability."""
+def _answer(
+    row: NDArray[np.float32],
+    class_names: Sequence[str],
+    operating_point: OperatingPoint | None,
+    top_k: int,
+) -> dict[str, Any]:
+    """One input's answer: its `top_k` classes, the label the client got first (ranked as
+    every API ranks them, by the card's operating point), and every probability."""
     # 7 significant digits hold a float32 exactly enough, without float64's noise.
     probabilities = [float(f"{p:.7g}") for p in row.tolist()]
-    ranked = np.argsort(-row, kind="stable")[:top_k]
+    ranked = rank_classes(row[np.newaxis], class_names, operating_point)[0, :top_k].tolist()
     top = [{"label": class_names[i], "probability": probabilities[i]} for i in ranked]
     return {"top_k": top, "probabilities": probabilities}
 

@@ -1,13 +1,13 @@
 """A request ID on every answer, every log line and every error body of a request.
 
 The client's `X-Request-ID` is kept when it is safe to repeat (1 to 128 ASCII letters,
-digits and `-_.:+/=@`, so it can go into a header, a log line or a file name as it
-is); anything else (too long, spaces, quotes, control characters, non-ASCII) is
-replaced by a fresh id, never echoed. A request without one gets a fresh id: 32
-random hex digits. The id is answered as `X-Request-ID` on every response the app
-gives, errors and 404s included, and is readable anywhere in the request through
-`current_request_id()`: `app.logs` adds it to log records and `app.errors` to error
-bodies.
+digits and `-_.:+=@`, but not `.` or `..` alone, so it can go into a header, a log line
+or a file name as it is: no `/`, so no path); anything else (too long, spaces, quotes,
+slashes, control characters, non-ASCII) is replaced by a fresh id, never echoed. A
+request without one gets a fresh id: 32 random hex digits. The id is answered as
+`X-Request-ID` on every response the app gives, errors and 404s included, and is
+readable anywhere in the request through `current_request_id()`: `app.logs` adds it to
+log records and `app.errors` to error bodies.
 
 The middleware is the outermost layer of the app, so it also answers an error that no
 other layer handled: a JSON 500 carrying the id, logged with its traceback and the id
@@ -27,7 +27,8 @@ HEADER = "X-Request-ID"
 MAX_LENGTH = 128
 
 _HEADER_KEY = HEADER.lower().encode("latin-1")
-_SAFE_ID = re.compile(rb"[A-Za-z0-9\-_.:+/=@]{1,%d}" % MAX_LENGTH)
+# `.` and `..` alone would name a folder, not a file.
+_SAFE_ID = re.compile(rb"(?!\.\.?\Z)[A-Za-z0-9\-_.:+=@]{1,%d}" % MAX_LENGTH)
 
 logger = logging.getLogger(__name__)
 

@@ -229,6 +229,12 @@ class RecentPredictions(BaseModel):
     scores: DriftScores | None = Field(
         default=None, description="How far the window has moved from the reference"
     )
+    non_finite_skipped: int = Field(
+        default=0,
+        description="Predictions left out of the window since the version was loaded "
+        "because their probabilities held NaN or infinite values (a fault of the model)",
+        examples=[0],
+    )
 
 
 class ModelDetail(ModelStatus):

@@ -347,6 +347,15 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_import(commands: argparse._SubParsersAction) -> None:
+    # The choices and defaults are the importer's own (one place); imported here, when a
+    # parser is built, not when this module is.
+    from training.importer import (
+        DEFAULT_INPUT_RANGE,
+        DEFAULT_PREPROCESSING,
+        INPUT_RANGES,
+        PREPROCESSING_KINDS,
+    )
+
     command = commands.add_parser(
         "import",
         help="serve an image classifier trained elsewhere (.keras file or SavedModel folder)",
@@ -374,19 +383,19 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
     )
     command.add_argument(
         "--preprocessing",
-        choices=("resize", "mnist-digit"),
-        default="resize",
+        choices=PREPROCESSING_KINDS,
+        default=DEFAULT_PREPROCESSING,
         help="what the service does to an upload: resize (convert to the input's colour mode, "
         "resize to its size) or mnist-digit (MNIST-style digit normalisation, for 28x28x1 "
-        "inputs) (default: resize)",
+        f"inputs) (default: {DEFAULT_PREPROCESSING})",
     )
     command.add_argument(
         "--input-range",
-        choices=("0-255", "0-1", "-1-1"),
-        default="0-255",
+        choices=tuple(INPUT_RANGES),
+        default=DEFAULT_INPUT_RANGE,
         help="the pixel range the model was trained on; uploads are scaled to it inside the "
-        "exported model (default: 0-255, for a model that scales its input itself, e.g. with "
-        "a Rescaling layer)",
+        "exported model; 0-255 is for a model that scales its input itself, e.g. with a "
+        f"Rescaling layer (default: {DEFAULT_INPUT_RANGE})",
     )
     command.add_argument(
         "--evaluate-on",

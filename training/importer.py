@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import keras
 import numpy as np
@@ -71,6 +71,11 @@ INPUT_RANGES: dict[str, tuple[float, float]] = {
     "-1-1": (-1.0, 1.0),
 }
 """The pixel ranges an imported model may expect, by their command-line names."""
+DEFAULT_INPUT_RANGE = "0-255"
+"""For a model that scales its input itself (e.g. with a Rescaling layer)."""
+PREPROCESSING_KINDS: tuple[PreprocessingKind, ...] = get_args(PreprocessingKind)
+"""What the service may do to an imported model's uploads (`--preprocessing`)."""
+DEFAULT_PREPROCESSING: PreprocessingKind = "resize"
 PROBABILITY_TOLERANCE = 1e-3
 """How far from 1 a row of probabilities may sum (float32 softmax rounding is ~1e-6)."""
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -95,8 +100,8 @@ class ImportRequest:
     name: str
     class_names: list[str]
     model_dir: Path
-    preprocessing: PreprocessingKind = "resize"
-    input_range: str = "0-255"  # a key of INPUT_RANGES
+    preprocessing: PreprocessingKind = DEFAULT_PREPROCESSING
+    input_range: str = DEFAULT_INPUT_RANGE  # a key of INPUT_RANGES
     evaluate_on: Path | None = None
     description: str | None = None
     signature: str | None = None  # SavedModel only; default serving_default or the only one

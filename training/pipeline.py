@@ -212,7 +212,9 @@ def _finish_run(
             evaluation_at_argmax=evaluation_at_argmax,
             operating_point=calibrated.operating_point,
             calibration=calibration,
-            prediction_profile=prediction_profile(served, data.class_names),
+            prediction_profile=prediction_profile(
+                served, data.class_names, operating_point=calibrated.operating_point
+            ),
             artifacts=artifacts,
         )
         version_dir = publish(staging, card)

@@ -8,7 +8,9 @@ data answers differently (less sure, or with another class mix) long before anyo
 could count its mistakes.
 
 What a profile holds
-- `class_mix`: the share of predictions of each class (the top-1 class).
+- `class_mix`: the share of predictions of each class: the label the model answers,
+  decided as every API decides it (`app.contract.decision.decide`): the most likely
+  class, or the class a two-class card's operating point picks.
 - `mean_confidence`: the mean top-1 probability. `mean_entropy`: the mean Shannon
   entropy of the probabilities in nats (natural log): 0 when certain, ln(K) at most for
   K classes (2.303 for 10, 0.693 for 2).
@@ -49,6 +51,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, Field, model_validator
 
+from app.contract.decision import OperatingPoint, decide
+
 SMOOTHING_COUNT = 0.5
 """Predictions of the smaller profile added to every bin of both before a PSI."""
 PSI_EPSILON = 1e-6
@@ -72,8 +76,9 @@ class PredictionProfile(BaseModel):
 
     count: int = Field(ge=1, description="How many predictions the profile summarises")
     class_mix: dict[str, float] = Field(
-        description="Share of predictions of each class (the most likely class), in "
-        "class_names order; they sum to 1",
+        description="Share of predictions of each class (the label answered: the most "
+        "likely class, or the one the card's operating point decides), in class_names "
+        "order; they sum to 1",
         examples=[{"NORMAL": 0.31, "PNEUMONIA": 0.69}],
     )
     mean_confidence: float = Field(ge=0, le=1, description="Mean top-1 probability")
@@ -174,6 +179,7 @@ def prediction_profile(
     *,
     confidence_edges: Sequence[float] | None = None,
     low_confidence_threshold: float | None = None,
+    operating_point: OperatingPoint | None = None,
 ) -> PredictionProfile:
     """Summarise `[N, K]` softmax outputs (N >= 1) of a model with `class_names`.
 
@@ -181,7 +187,9 @@ def prediction_profile(
     every row, or fewer (tensors sent as raw pixels skip the check); None for a model
     without one. Pass a reference profile's `confidence_edges` and
     `low_confidence_threshold` to profile new predictions comparably; by default they
-    follow from the number of classes.
+    follow from the number of classes. Pass the card's `operating_point` so the class
+    mix counts the labels the service answers; the confidence figures are the top
+    probability either way.
     """
     probs = np.asarray(probabilities, dtype=np.float64)
     names = list(class_names)
@@ -198,8 +206,8 @@ def prediction_profile(
         confidence_edges = default_confidence_edges(len(names))
     if low_confidence_threshold is None:
         low_confidence_threshold = default_low_confidence_threshold(len(names))
-    predicted = probs.argmax(axis=1)
-    confidence = probs[np.arange(len(probs)), predicted]
+    predicted = decide(probs, names, operating_point)
+    confidence = probs.max(axis=1)
     entropy = -(probs * np.log(np.maximum(probs, _PROBABILITY_FLOOR))).sum(axis=1)
     class_counts = np.bincount(predicted, minlength=len(names))
     return PredictionProfile(

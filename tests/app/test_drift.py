@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from app.contract.decision import OperatingFigures, OperatingPoint
 from app.contract.drift import MIN_SCORED_PREDICTIONS, PredictionProfile, prediction_profile
 from app.contract.model_card import InputSpec, ModelCard
 from app.drift import PredictionMonitor, PredictionWindow
@@ -102,6 +104,46 @@ def test_the_window_is_profiled_in_the_reference_bins() -> None:
     assert profile.confidence_edges == [0.5, 0.8, 1.0]
     assert profile.confidence_histogram == [1.0, 0.0]
     assert profile.low_confidence_threshold == 0.6 and profile.low_confidence_share == 0.0
+
+
+def test_rows_with_nan_or_infinity_are_left_out_counted_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    card = tiny_card("digits", 1, DIGIT_CLASSES, GRAY, "mnist-digit")
+    window = PredictionWindow(card, size=10)
+    sure = np.eye(10, dtype=np.float32)
+    bad = sure[:4].copy()
+    bad[1, 3] = np.nan
+    bad[2, 0] = np.inf
+    with caplog.at_level(logging.WARNING, logger="app.drift"):
+        window.record(bad, [True, False, True, False])  # rows 0 and 3 are kept
+        window.record(np.full((1, 10), -np.inf, dtype=np.float32), None)
+    assert window.count == 2 and window.non_finite_skipped == 3
+    expected = prediction_profile(sure[[0, 3]], DIGIT_CLASSES, [True, False])
+    assert_same_profile(window.profile(), expected)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "app.drift"]
+    assert len(warnings) == 1 and "digits v1 answered probabilities holding NaN" in warnings[0]
+
+    monitor = PredictionMonitor(window_size=10)
+    model = served(xray_card())
+    monitor.record(model, np.array([[np.nan, 0.5], [0.9, 0.1]], dtype=np.float32), None)
+    recent = monitor.recent(model)  # summarised, not raising
+    assert recent is not None and recent.count == 1 and recent.non_finite_skipped == 1
+
+
+def test_the_class_mix_counts_the_labels_the_cards_operating_point_decides() -> None:
+    figures = OperatingFigures(
+        count=10, recall=1, specificity=1, precision=1, accuracy=1, balanced_accuracy=1
+    )
+    point = OperatingPoint(positive_class="PNEUMONIA", threshold=0.2, goal="test", figures=figures)
+    card = xray_card().model_copy(update={"operating_point": point})
+    window = PredictionWindow(card, size=10)
+    window.record(rows(3, 0.7), None)  # P(PNEUMONIA) 0.3 >= 0.2: answered PNEUMONIA
+    window.record(rows(1, 0.9), None)  # 0.1: NORMAL
+    profile = window.profile()
+    assert profile is not None
+    assert profile.class_mix == {"NORMAL": 0.25, "PNEUMONIA": 0.75}
+    assert profile.mean_confidence == pytest.approx((0.7 * 3 + 0.9) / 4)  # the top probability
 
 
 # The monitor's verdicts --------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -13,10 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.batching import MicroBatcher
 from app.contract.drift import prediction_profile
-from app.contract.model_card import ModelCard
+from app.contract.model_card import InputSpec, ModelCard
+from app.drift import PredictionMonitor
 from app.monitoring import UNKNOWN_MODEL, ServingMetrics, api_family
+from app.repository import ModelState, ServedModel
 from tests.app.conftest import ServeFn
 from tests.app.images import png
+from tests.app.tiny_models import tiny_card
 
 pytestmark = pytest.mark.anyio
 
@@ -213,6 +217,58 @@ async def test_prediction_gauges_summarise_each_loaded_version(
     assert ("vision_serving_prediction_drift_score", "tiny-digits") not in exported  # no profile
     assert ("vision_serving_prediction_no_digit_share", "tiny-digits") in exported
     assert ("vision_serving_prediction_no_digit_share", "tiny-xray") not in exported
+
+
+class Versions:
+    """The two calls the prediction collector makes of a repository."""
+
+    def __init__(self, *models: ServedModel) -> None:
+        self.models = models
+
+    def names(self) -> list[str]:
+        return sorted({model.name for model in self.models})
+
+    def versions(self, name: str) -> list[ServedModel]:
+        return [model for model in self.models if model.name == name]
+
+
+def scraped(metrics: ServingMetrics) -> dict[tuple[str, tuple], float]:
+    text = metrics.exposition()[0].decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_a_version_whose_window_cannot_be_summarised_leaves_the_scrape_working(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """NaN rows are skipped and counted; a window that still cannot be summarised (here
+    outputs that are not probabilities) costs only its own version's gauges, logged once."""
+    spec = InputSpec(height=28, width=28, channels=1, color_mode="grayscale")
+    card = tiny_card("xray", 1, ["NORMAL", "PNEUMONIA"], spec, "resize")
+    good, broken = (
+        ServedModel("xray", version, Path("."), ModelState.READY, card=card) for version in (1, 2)
+    )
+    monitor = PredictionMonitor(window_size=10)
+    metrics = ServingMetrics()
+    metrics.watch_predictions(Versions(good, broken), monitor)  # type: ignore[arg-type]
+    monitor.record(good, np.array([[0.9, 0.1], [np.nan, 0.5]], dtype=np.float32), None)
+    monitor.record(broken, np.array([[1.5, -0.5]], dtype=np.float32), None)
+
+    with caplog.at_level(logging.ERROR, logger="app.monitoring"):
+        first, second = scraped(metrics), scraped(metrics)
+
+    assert first == second
+    one = {"model": "xray", "version": "1"}
+    assert value(first, "vision_serving_prediction_window_size", **one) == 1
+    assert value(first, "vision_serving_prediction_mean_confidence", **one) == pytest.approx(0.9)
+    assert value(first, "vision_serving_prediction_non_finite_total", **one) == 1
+    assert not [labels for _, labels in first if ("version", "2") in labels]
+    failures = [r for r in caplog.records if r.name == "app.monitoring"]
+    assert len(failures) == 1 and "xray v2 cannot be summarised" in failures[0].getMessage()
+    assert failures[0].exc_info is not None  # with the traceback that says why
 
 
 async def test_queue_time_averages_how_long_requests_waited_for_their_batch() -> None:

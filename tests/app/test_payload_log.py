@@ -7,7 +7,9 @@ import base64
 import errno
 import hashlib
 import json
+import os
 import random
+import stat
 import threading
 import time
 from collections import Counter
@@ -32,6 +34,7 @@ from app.payload_log import (
 )
 from app.settings import Settings
 from tests.app.images import gray_jpeg, png
+from tests.app.tiny_models import TINY_XRAY, copy_with_operating_point
 
 pytestmark = pytest.mark.anyio
 
@@ -224,8 +227,54 @@ def test_close_gives_up_on_a_stuck_writer_in_time_and_counts_what_is_lost() -> N
     took = time.monotonic() - started
     log.submit(pending())  # after shutdown
     sink.release.set()
+    log._thread.join(5)  # the writer finishes the record it was writing, then stops
     assert took < 2
-    assert drops == {"shutdown": 5}
+    assert not log._thread.is_alive()
+    # The first record was being written: written, not counted. The 3 behind it were
+    # taken off the queue and counted, as was the one after shutdown; none is both.
+    assert len(sink.lines) == 1
+    assert drops == {"shutdown": 4}
+
+
+def test_a_record_submitted_while_the_log_closes_is_written_or_counted() -> None:
+    """A record that passed `submit`'s check as `close` began must not land behind the
+    writer's stop marker, where it would be neither written nor counted."""
+    sink = ListSink()
+    drops, count_drop = counting_drops()
+    log = PayloadLog(sink, count_drop=count_drop)
+    log.start()
+    real_queue = log._queue
+    closing = threading.Thread(target=log.close)
+
+    class CloseDuringPut:
+        """Starts `close` just as the record is put, and lets it run first if it can."""
+
+        def put(self, item: object) -> None:
+            if isinstance(item, tuple) and closing.ident is None:  # the record, once
+                closing.start()
+                closing.join(0.5)  # the fix: close waits for the lock `submit` holds
+            real_queue.put(item)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_queue, name)
+
+    log._queue = CloseDuringPut()  # type: ignore[assignment]
+    log.submit(pending())
+    closing.join(10)
+    assert not closing.is_alive()
+    assert len(sink.lines) + drops["shutdown"] == 1
+
+
+def test_records_queued_before_a_start_that_never_came_are_counted_at_close() -> None:
+    sink = ListSink()
+    drops, count_drop = counting_drops()
+    log = PayloadLog(sink, count_drop=count_drop)
+    for _ in range(3):
+        log.submit(pending())
+    log.close()
+    assert drops == {"shutdown": 3}
+    assert sink.closed and sink.lines == []
+    assert log._queue.empty()
 
 
 # The file sink ---------------------------------------------------------------------------
@@ -291,6 +340,38 @@ def test_a_full_disk_under_the_file_sink_loses_only_the_records_it_refused(
     assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1, 3]
 
 
+@pytest.fixture
+def open_umask() -> Any:
+    """The usual umask (022: files readable by everyone) for the test, whatever ran before."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_log_files_and_stored_inputs_are_the_service_users_alone(tmp_path: Path) -> None:
+    path = tmp_path / "payload.jsonl"
+    folder = tmp_path / "deep" / "inputs"
+    log = PayloadLog(FileSink(path, 600, 2), inputs=InputStore(folder, max_bytes=10_000))
+    log.start()
+    for request in range(10):  # several rotations
+        log.submit(pending(f"input {request}".encode()))
+    log.close()
+    files = sorted(tmp_path.glob("payload.jsonl*"))
+    assert [f.name for f in files] == ["payload.jsonl", "payload.jsonl.1", "payload.jsonl.2"]
+    assert {f.name: mode(f) for f in files} == {f.name: 0o600 for f in files}
+    assert mode(folder) == 0o700
+    stored = list(folder.iterdir())
+    assert len(stored) == 10
+    assert {f.name: mode(f) for f in stored} == {f.name: 0o600 for f in stored}
+
+
 # Stored inputs -------------------------------------------------------------------------
 
 
@@ -312,6 +393,27 @@ def test_inputs_are_stored_only_when_asked_named_by_digest_and_bounded(tmp_path:
     kept = {f.name: f.read_bytes() for f in folder.iterdir() if f.name != "older-file"}
     assert kept == digests
     assert drops == {"inputs_full": 1}
+
+
+def test_deleted_inputs_free_the_bound_at_the_next_count_of_the_folder(tmp_path: Path) -> None:
+    now = [0.0]
+    store = InputStore(tmp_path, max_bytes=300, rescan_seconds=60, clock=lambda: now[0])
+    store.open()
+    first, second, third = b"1" * 150, b"2" * 150, b"3" * 150
+    digest = {data: hashlib.sha256(data).hexdigest() for data in (first, second, third)}
+    assert store.store(digest[first], first) and store.store(digest[second], second)
+    assert not store.store(digest[third], third)  # full
+    (tmp_path / digest[first]).unlink()  # the operator's retention policy
+    now[0] = 30.0
+    assert not store.store(digest[third], third)  # counted again at most once a minute
+    now[0] = 61.0
+    assert store.store(digest[third], third)  # the deleted file's bytes are free again
+    assert store.used_bytes == 300 == sum(f.stat().st_size for f in tmp_path.iterdir())
+    # An input deleted and then sent again is counted once, not twice.
+    (tmp_path / digest[second]).unlink()
+    now[0] = 200.0
+    assert store.store(digest[second], second)
+    assert store.used_bytes == 300 == sum(f.stat().st_size for f in tmp_path.iterdir())
 
 
 def test_without_an_input_folder_records_say_nothing_of_storing() -> None:
@@ -522,6 +624,50 @@ async def test_a_slow_writer_never_slows_a_request(
     assert [a.status_code for a in answers] == [200] * 6
     assert took < 5
     assert 'vision_serving_payload_log_dropped_total{reason="queue_full"} 4.0' in metrics
+
+
+async def test_the_recorded_top_label_is_the_label_the_client_got(
+    model_dir_copy: Path, runtime_cache_dir: Path
+) -> None:
+    """With an operating point the label can be the less likely class; the record's first
+    class must be that label, as the answer's is."""
+    picture = {"files": ("x.png", png(seed=5, size=32), "image/png")}
+    url = f"/api/v1/models/{TINY_XRAY}/predict"
+    async with serving_with_log(model_dir_copy, runtime_cache_dir, ListSink()) as (client, _):
+        [answer] = (await client.post(url, files=picture)).json()["predictions"]
+    less_likely = min(answer["top_k"], key=lambda c: c["probability"])
+    threshold = less_likely["probability"] * 0.9  # so the less likely class is the label
+    copy_with_operating_point(
+        model_dir_copy, TINY_XRAY, "tiny-xray-point", threshold, less_likely["label"]
+    )
+    sink = ListSink()
+    async with serving_with_log(model_dir_copy, runtime_cache_dir, sink) as (client, _):
+        url = "/api/v1/models/tiny-xray-point/predict"
+        [answer] = (await client.post(url, files=picture)).json()["predictions"]
+    assert answer["label"] == less_likely["label"]
+    [entry] = sink.records()[0]["inputs"]
+    assert [c["label"] for c in entry["top_k"]] == [c["label"] for c in answer["top_k"]]
+    assert entry["top_k"][0]["label"] == less_likely["label"]
+
+
+async def test_a_failed_start_up_closes_the_log(
+    tiny_model_dir: Path, runtime_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_device(*args: object) -> None:
+        raise RuntimeError("no such device")
+
+    monkeypatch.setattr("app.main.configure_devices", no_device)
+    settings = Settings(
+        model_dir=tiny_model_dir, runtime_cache_dir=runtime_cache_dir, payload_log="stdout"
+    )
+    app = create_app(settings)
+    payload_log: PayloadLog = app.state.payload_log
+    sink = payload_log.sink = ListSink()
+    with pytest.raises(RuntimeError, match="no such device"):
+        async with app.router.lifespan_context(app):
+            pass
+    assert not payload_log._thread.is_alive()  # no writer thread left behind
+    assert sink.closed
 
 
 def test_an_unusable_destination_is_refused_with_how_to_fix_it(tmp_path: Path) -> None:

@@ -47,7 +47,9 @@ def request_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCapture
     [
         "abc",
         "0f8c6d0e-3f1a-4b5e-9d7c-2a1b3c4d5e6f",
-        "req:2024/01/31+x=y@edge_1.a-b",
+        "req:2024-01-31+x=y@edge_1.a-b",
+        "...",
+        "a..b",
         "x" * MAX_LENGTH,
     ],
 )
@@ -67,6 +69,10 @@ def test_safe_ids_are_kept(sent: str) -> None:
         b"tab\there",
         "caf\u00e9".encode(),
         b"<script>",
+        b"../../etc/passwd",  # a path: ids end up in file names
+        b"a/b",
+        b".",
+        b"..",
     ],
 )
 def test_unsafe_ids_are_refused(sent: bytes) -> None:

@@ -435,6 +435,33 @@ def test_labels_files_hold_one_class_per_line(tmp_path: Path) -> None:
         read_labels(tmp_path / "absent.txt")
 
 
+def test_the_command_line_takes_its_choices_and_defaults_from_the_importer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One place: a range or default changed in training/importer.py reaches the flags."""
+    from training.cli import build_parser
+
+    monkeypatch.setitem(importer.INPUT_RANGES, "0-2", (0.0, 2.0))
+    monkeypatch.setattr(importer, "DEFAULT_INPUT_RANGE", "0-1")
+    monkeypatch.setattr(importer, "PREPROCESSING_KINDS", ("mnist-digit",))
+    monkeypatch.setattr(importer, "DEFAULT_PREPROCESSING", "mnist-digit")
+    command = ["import", "m.keras", "--name", "m", "--classes", "a", "b"]
+    defaults = build_parser().parse_args(command)
+    assert (defaults.input_range, defaults.preprocessing) == ("0-1", "mnist-digit")
+    assert build_parser().parse_args([*command, "--input-range", "0-2"]).input_range == "0-2"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--preprocessing", "resize"])
+
+
+def test_the_command_line_defaults_are_the_requests() -> None:
+    from training.cli import build_parser, import_request
+
+    args = build_parser().parse_args(["import", "m.keras", "--name", "m", "--classes", "a", "b"])
+    made = import_request(args)
+    plain = importer.ImportRequest(Path("m.keras"), "m", ["a", "b"], args.model_dir)
+    assert (made.preprocessing, made.input_range) == (plain.preprocessing, plain.input_range)
+
+
 def test_the_command_imports_and_prints_where(
     keras_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

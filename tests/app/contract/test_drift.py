@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from app.contract.decision import OperatingFigures, OperatingPoint
 from app.contract.drift import (
     MIN_SCORED_PREDICTIONS,
     PSI_DRIFT,
@@ -56,6 +57,23 @@ def test_profile_figures_by_hand() -> None:
     assert profile.no_digit_share is None
     # Bins [0.5, 0.6) [0.6, 0.7) [0.7, 0.8) [0.8, 0.9) [0.9, 0.95) ...: 0.5, 0.65, 0.85, 0.93.
     assert profile.confidence_histogram == [0.25, 0.25, 0, 0.25, 0.25, 0, 0, 0, 0, 0]
+
+
+def test_the_class_mix_counts_the_labels_an_operating_point_decides() -> None:
+    """The label answered, not the argmax; the confidence figures stay the top probability."""
+    rows = [[0.93, 0.07], [0.65, 0.35], [0.15, 0.85], [0.5, 0.5]]
+    figures = OperatingFigures(
+        count=4, recall=1, specificity=1, precision=1, accuracy=1, balanced_accuracy=1
+    )
+    point = OperatingPoint(positive_class="b", threshold=0.3, goal="test", figures=figures)
+    decided = prediction_profile(rows, TWO, operating_point=point)
+    # P(b) >= 0.3: 0.35, 0.85 and 0.5 are labelled b; 0.07 is not.
+    assert decided.class_mix == {"a": 0.25, "b": 0.75}
+    at_argmax = prediction_profile(rows, TWO)
+    assert at_argmax.class_mix == {"a": 0.75, "b": 0.25}
+    assert decided.mean_confidence == pytest.approx((0.93 + 0.65 + 0.85 + 0.5) / 4)
+    assert decided.confidence_histogram == at_argmax.confidence_histogram
+    assert decided.low_confidence_share == at_argmax.low_confidence_share == 0.5
 
 
 def test_certain_and_below_chance_confidences_stay_in_the_end_bins() -> None:
