@@ -42,6 +42,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.errors import InferenceFailed, ServingError
+from app.request_ids import current_request_id
 from app.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ class _Request:
     future: asyncio.Future[NDArray[np.float32]]
     enqueued: float = field(default_factory=time.perf_counter)
     trace: TracedCall | None = None
+    # The batch runs in the batcher's task, outside the request's context: keep its id
+    # for the log line of a failed batch.
+    request_id: str | None = field(default_factory=current_request_id)
 
     @property
     def size(self) -> int:
@@ -334,7 +338,13 @@ class MicroBatcher:
             self._tell_traces(live, dispatched, time.perf_counter(), number, unloaded)
             raise
         except Exception as error:
-            logger.exception("batch of %d images failed for model %s", len(pixels), self.name)
+            ids = ",".join(dict.fromkeys(r.request_id for r in live if r.request_id is not None))
+            logger.exception(
+                "batch of %d images failed for model %s",
+                len(pixels),
+                self.name,
+                extra={"request_id": ids or None},
+            )
             failure = _as_serving_error(error, self.name)
             _fail(live, failure)
             self._tell_traces(live, dispatched, time.perf_counter(), number, failure)

@@ -29,10 +29,12 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class RequestIdFilter(logging.Filter):
-    """Sets `record.request_id`: the id of the request being served, or None."""
+    """Sets `record.request_id`: the id of the request being served, or None; an id the
+    call gave (`extra={"request_id": ...}`, as a failed batch names its requests') stays."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = current_request_id()
+        if getattr(record, "request_id", None) is None:
+            record.request_id = current_request_id()
         return True
 
 

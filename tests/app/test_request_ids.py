@@ -244,6 +244,9 @@ async def test_concurrent_requests_keep_their_own_ids(
     assert [r.json()["request_id"] for r in responses] == ids
     logged = [r.request_id for r in request_logs.records if r.name == "app.errors"]  # type: ignore[attr-defined]
     assert sorted(logged) == sorted(ids)
+    # The failed batch is logged once, from the batcher's task, naming every request in it.
+    [batch] = [r for r in request_logs.records if r.name == "app.batching"]
+    assert sorted(batch.request_id.split(",")) == sorted(ids)  # type: ignore[attr-defined]
 
 
 async def test_the_middleware_isolates_interleaved_requests() -> None:
