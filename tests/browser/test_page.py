@@ -30,7 +30,7 @@ from app.contract.model_card import (
 from tests.app.images import encode
 from tests.app.tiny_models import copy_with_operating_point, export_tiny_xray
 from tests.browser.conftest import TIMEOUT_MS, load, screenshot, watch
-from tests.conftest import require_data
+from tests.conftest import SHIPPED_MODEL_NAMES, require_data
 from tests.e2e.conftest import LiveServer, start_server, stop_server
 from tests.e2e.reference_profile import digit_model_with_reference, png_pictures
 from training.plots import plot_reliability_diagram
@@ -110,6 +110,36 @@ def test_uploaded_mnist_digits_are_read_right(
         assert seen.evaluate("img => img.complete && img.naturalWidth") == 28
         assert seen.evaluate("img => getComputedStyle(img).imageRendering") == "pixelated"
     print("upload:", screenshot(page, "1-upload-mnist-digits"))
+
+
+def test_every_shipped_digit_model_reads_digits_on_the_page(
+    desktop: BrowserContext,
+    ui_server: LiveServer,
+    mnist: tuple[np.ndarray, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    """Chosen in the model list, each digit model (mnist-lenet5 too) reads uploads and says
+    its own name and card; the page needs nothing per model."""
+    digit_models = [name for name in SHIPPED_MODEL_NAMES if name.startswith("mnist-")]
+    assert "mnist-lenet5" in digit_models
+    tab = desktop.new_page()
+    problems = watch(tab)
+    load(tab, ui_server, digit_models[0])
+    labels = [4, 1, 9]
+    files = [str(p) for p in digit_files(mnist, tmp_path, labels)]
+    for model in digit_models:
+        tab.select_option("#model", model)
+        expect(tab.locator("#model-status")).to_contain_text("ready")
+        card = httpx.get(f"{ui_server.url}/api/v1/models/{model}").json()["card"]
+        expect(tab.locator("#card")).to_contain_text(f"{card['architecture']}, ")
+        tab.set_input_files("#files", files)
+        results = tab.locator(RESULT)
+        expect(results).to_have_count(len(labels))
+        for i, label in enumerate(labels):
+            expect(results.nth(i)).to_have_attribute("data-label", str(label))
+    print("lenet5:", screenshot(tab, "12-mnist-lenet5"))
+    tab.close()
+    assert not problems, problems
 
 
 def test_a_file_that_is_not_an_image_gets_a_readable_error(page: Page, tmp_path: Path) -> None:

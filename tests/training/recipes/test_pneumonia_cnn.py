@@ -9,7 +9,12 @@ import pytest
 
 from training.architectures import build_lenet5
 from training.cli import build_parser, train_request
-from training.recipes.pneumonia_cnn import MIN_IMAGE_SIZE, RECIPE, build_pneumonia_cnn
+from training.recipes.pneumonia_cnn import (
+    AUGMENTATION,
+    MIN_IMAGE_SIZE,
+    RECIPE,
+    build_pneumonia_cnn,
+)
 
 
 def layer_kinds(model: keras.Model) -> list[str]:
@@ -55,15 +60,16 @@ def test_image_size_minimums_match_the_architectures() -> None:
 
 
 def test_flags_and_card_text() -> None:
-    argv = ["train", "pneumonia-cnn", "--image-size", "64", "72", "--no-augment"]
+    argv = ["train", "pneumonia-cnn", "--image-size", "64", "72", "--augment"]
     request = train_request(build_parser().parse_args(argv))
     options = RECIPE.options(request)
-    assert options.size == (64, 72) and not options.augment
+    assert options.size == (64, 72) and options.augment
     assert options.class_weight_power == 0.5 and request.fit.ema_momentum == 0.99
     text = RECIPE.card_text(options)
     assert "on 64x72x1 images: Conv 32" in text.description
     assert "resize to 72x64" in text.preprocessing.description
-    assert text.notes["augmentation"] is None
+    assert text.notes["augmentation"] == AUGMENTATION
+    assert not RECIPE.default_option("augment")  # off unless asked for
     assert RECIPE.build(options).input_shape == (None, 64, 72, 1)
     with pytest.raises(ValueError, match="too small for vgg16"):
         RECIPE.check_options(RECIPE.Options(architecture="vgg16", image_size=[16, 64]))
