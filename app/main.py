@@ -42,9 +42,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 API_DESCRIPTION = """
-Serves two TensorFlow vision models from a model repository:
-**mnist-mlp** reads handwritten digits, **pneumonia-cnn** tells a pneumonia chest
-X-ray from a normal one (a teaching model, not a diagnostic tool).
+Serves every image classifier in its model repository: the shipped **mnist-mlp** and
+**mnist-lenet5** read handwritten digits, **pneumonia-cnn** tells a pneumonia chest
+X-ray from a normal one (a teaching model, not a diagnostic tool), and models imported
+with `python -m training import` are served the same way.
 
 Upload images to `predict` or `probabilities`; upload labelled images to `evaluate`.
 Every error is JSON: `{"error": "<message>", "code": "<code>", "request_id": "<id>"}`;
