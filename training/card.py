@@ -80,14 +80,19 @@ def build_card(
         operating_point=operating_point,
         calibration=calibration,
         prediction_profile=prediction_profile,
-        library_versions={
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
+        library_versions=library_versions(),
         artifacts=dict(artifacts),
     )
+
+
+def library_versions() -> dict[str, str]:
+    """The versions a card records: what made (or wrapped) the SavedModel."""
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _hyperparameters(

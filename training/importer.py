@@ -19,7 +19,6 @@ before the checks pass, and a failure after that leaves no staging folder behind
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from app.contract.model_card import (
 )
 from app.contract.preprocessing import prepare_image
 from app.contract.runtimes import check_inputs
+from training.card import library_versions
 from training.data import (
     IMAGE_SUFFIXES,
     DataError,
@@ -668,12 +668,7 @@ def build_import_card(
         ),
         evaluation=evaluation,
         prediction_profile=profile,
-        library_versions={
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
+        library_versions=library_versions(),
         artifacts=artifacts,
     )
 

@@ -20,6 +20,7 @@ from app.contract.model_card import (
     LITERT_MODEL_FILENAME,
     LITERT_MODEL_ROLE,
     DataSource,
+    ImportRecord,
     InputSpec,
     ModelCard,
     Preprocessing,
@@ -164,3 +165,20 @@ def copy_with_operating_point(
     }
     ModelCard.model_validate(data).write(target)  # validated, as the service will read it
     return target
+
+
+def mark_as_imported(version_dir: Path) -> ModelCard:
+    """Rewrite a version's card as `training import` writes one without labelled data:
+    an import record, no training record, no evaluation. Returns the card written."""
+    imported = ImportRecord(
+        source="digits.keras",
+        source_format="keras",
+        fingerprint="sha256:" + "0" * 64,
+        imported_at=datetime.now(UTC),
+        input_range=(0.0, 1.0),
+    )
+    card = ModelCard.read(version_dir).model_copy(
+        update={"training": None, "evaluation": None, "imported": imported}
+    )
+    card.write(version_dir)
+    return card

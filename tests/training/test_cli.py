@@ -8,7 +8,6 @@ import json
 import shutil
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from app.contract.model_card import ImportRecord, ModelCard
+from app.contract.model_card import ModelCard
+from tests.app.tiny_models import mark_as_imported
 from tests.training.conftest import write_tiny_mnist, write_tiny_xray
 from training.__main__ import main
 from training.calibrate import apply_temperature
@@ -200,17 +200,7 @@ def test_an_imported_version_is_not_retrained_or_evaluated_on_project_data(
 ) -> None:
     version_dir = tmp_path / "mnist-mlp" / "1"
     shutil.copytree(mnist_export, version_dir)
-    imported = ImportRecord(
-        source="digits.keras",
-        source_format="keras",
-        fingerprint="sha256:" + "0" * 64,
-        imported_at=datetime.now(UTC),
-        input_range=(0.0, 1.0),
-    )
-    card = ModelCard.read(version_dir).model_copy(
-        update={"training": None, "evaluation": None, "imported": imported}
-    )
-    card.write(version_dir)
+    mark_as_imported(version_dir)
     code, err = run_cli([command, str(version_dir), "--data", str(mnist_data)], capsys)
     assert code == 2
     assert err.startswith(f"error: {version_dir} was imported")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from app.contract.model_card import LITERT_MODEL_FILENAME, ImportRecord, ModelCard
+from app.contract.model_card import LITERT_MODEL_FILENAME, ModelCard
 from tests.app.conftest import ServeFn
 from tests.app.images import png
-from tests.app.tiny_models import TINY_DIGITS, give_foreign_litert_model
+from tests.app.tiny_models import TINY_DIGITS, give_foreign_litert_model, mark_as_imported
 
 pytestmark = pytest.mark.anyio
 
@@ -152,17 +151,7 @@ async def test_an_imported_model_without_evaluation_is_served_and_says_so(
     serve: ServeFn, model_dir_copy: Path
 ) -> None:
     version_dir = model_dir_copy / TINY_DIGITS / "1"
-    imported = ImportRecord(
-        source="digits.keras",
-        source_format="keras",
-        fingerprint="sha256:" + "0" * 64,
-        imported_at=datetime.now(UTC),
-        input_range=(0.0, 1.0),
-    )
-    card = ModelCard.read(version_dir).model_copy(
-        update={"training": None, "evaluation": None, "imported": imported}
-    )
-    card.write(version_dir)
+    mark_as_imported(version_dir)
     ModelCard.read(version_dir)  # what was written is a valid card
     async with serve(model_dir=model_dir_copy) as client:
         detail = (await client.get(f"/api/v1/models/{TINY_DIGITS}")).json()
