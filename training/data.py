@@ -28,13 +28,14 @@ import tensorflow as tf
 from numpy.typing import NDArray
 from PIL import Image
 
+from app.contract.digits import FIELD_SIZE
 from app.contract.images import ImageError, Upload
 from app.contract.model_card import InputSpec
 from app.contract.preprocessing import prepare_image
 
 MNIST_CLASS_NAMES = [str(digit) for digit in range(10)]
 MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
-MNIST_SIDE = 28
+MNIST_SIDE = FIELD_SIZE  # the digit normalisation's output: what MNIST models read
 XRAY_CLASS_NAMES = ["NORMAL", "PNEUMONIA"]  # output order; index 1 is the positive class
 XRAY_SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")

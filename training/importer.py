@@ -49,6 +49,7 @@ from app.contract.runtimes import check_inputs
 from training.card import library_versions
 from training.data import (
     IMAGE_SUFFIXES,
+    MNIST_SIDE,
     DataError,
     count_labels,
     file_fingerprint,
@@ -417,7 +418,7 @@ def check_classifier(
             f"{what} takes {source.input_dtype} pixels, which are 0..255 values: drop "
             "--input-range (or give 0-255)"
         )
-    if preprocessing == "mnist-digit" and (height, width, channels) != (28, 28, 1):
+    if preprocessing == "mnist-digit" and (height, width, channels) != (MNIST_SIDE, MNIST_SIDE, 1):
         raise NotImportable(
             f"--preprocessing mnist-digit makes 28x28 grayscale MNIST-style digits, but {what} "
             f"takes {height}x{width}x{channels} images: use --preprocessing resize"

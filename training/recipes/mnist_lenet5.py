@@ -17,12 +17,12 @@ import tensorflow as tf
 from keras import layers
 
 from training.architectures import build_lenet5
-from training.data import LabelledArrays, TrainingData, load_mnist_training
+from training.data import MNIST_SIDE, LabelledArrays, TrainingData, load_mnist_training
 from training.fit import FitSettings
 from training.recipes import mnist_digits
 from training.recipes.base import CardText, Recipe, TrainRequest
 
-INPUT_SHAPE = (28, 28, 1)  # what app.contract.digits.normalize_digit makes
+INPUT_SHAPE = (MNIST_SIDE, MNIST_SIDE, 1)  # what app.contract.digits.normalize_digit makes
 PADDING = 2  # 28 + 2 * 2 = LeNet-5's 32
 _AUGMENTATION = "RandomTranslation 0.08, RandomRotation 0.03, RandomZoom 0.1"
 
@@ -49,7 +49,8 @@ def digit_augmentation(seed: int) -> keras.Sequential:
 
 def build_mnist_lenet5(num_classes: int = 10) -> keras.Model:
     """LeNet-5 on 28x28x1 raw pixels, zero-padded inside the model to 32x32."""
-    lenet = build_lenet5((28 + 2 * PADDING, 28 + 2 * PADDING, 1), num_classes)
+    side = MNIST_SIDE + 2 * PADDING
+    lenet = build_lenet5((side, side, 1), num_classes)
     return keras.Sequential(
         [
             keras.Input(shape=INPUT_SHAPE, name="pixels"),

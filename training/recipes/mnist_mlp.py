@@ -15,12 +15,12 @@ import keras
 from keras import layers
 
 from training import flags
-from training.data import LabelledArrays, TrainingData, load_mnist_training
+from training.data import MNIST_SIDE, LabelledArrays, TrainingData, load_mnist_training
 from training.fit import FitSettings
 from training.recipes import mnist_digits
 from training.recipes.base import CardText, Recipe, TrainRequest
 
-INPUT_SHAPE = (28, 28, 1)  # what app.contract.digits.normalize_digit makes
+INPUT_SHAPE = (MNIST_SIDE, MNIST_SIDE, 1)  # what app.contract.digits.normalize_digit makes
 
 
 @dataclass(frozen=True)
