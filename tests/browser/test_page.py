@@ -216,6 +216,12 @@ def test_model_panel_shows_card_recorded_evaluation_and_training_curves(
     runtime_fact = panel.locator("dl.facts dt:text-is('Runtime') + dd")
     expect(runtime_fact).to_contain_text(runtime_name)
     expect(runtime_fact).to_contain_text(runtime["reason"])
+    training = card["training"]
+    stopped = training["epochs_run"] < training["epochs_requested"]
+    expect(panel.locator("dl.facts dt:text-is('Training') + dd")).to_contain_text(
+        f"{training['epochs_run']} of {training['epochs_requested']} epochs "
+        + ("(stopped early)" if stopped else "(early stopping on)")
+    )
     plot = page.locator("#training-plot")
     expect(plot).to_be_visible()
     expect(plot).to_have_attribute(

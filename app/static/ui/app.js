@@ -79,6 +79,15 @@
 
   const getJson = async (path, options) => (await api(path, options)).json();
 
+  // "(stopped early)" when early stopping ended the run; "(early stopping on)" when it was
+  // on but every requested epoch ran; nothing when it was off.
+  function earlyStopping(training) {
+    if (!training.early_stopping) return "";
+    return training.epochs_run < training.epochs_requested
+      ? " (stopped early)"
+      : " (early stopping on)";
+  }
+
   function errorBox(error) {
     const status = error.status ? ` (HTTP ${error.status})` : "";
     return el("p", { class: "error", role: "alert" }, `${error.message}${status}`);
@@ -224,7 +233,7 @@
       ["Version", `${card.version}, trained ${card.created_at.slice(0, 10)}`],
       [
         "Training",
-        `${t.epochs_run} of ${t.epochs_requested} epochs${t.early_stopping ? " (early stopping)" : ""}, ` +
+        `${t.epochs_run} of ${t.epochs_requested} epochs${earlyStopping(t)}, ` +
           `batch ${t.batch_size}, ${t.optimizer} at learning rate ${t.learning_rate}, ` +
           `seed ${t.seed}, ${minutes} min ${seconds} s`,
       ],
