@@ -350,7 +350,6 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
     # The choices and defaults are the importer's own (one place); imported here, when a
     # parser is built, not when this module is.
     from training.importer import (
-        DEFAULT_INPUT_RANGE,
         DEFAULT_PREPROCESSING,
         INPUT_RANGES,
         PREPROCESSING_KINDS,
@@ -392,10 +391,11 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
     command.add_argument(
         "--input-range",
         choices=tuple(INPUT_RANGES),
-        default=DEFAULT_INPUT_RANGE,
-        help="the pixel range the model was trained on; uploads are scaled to it inside the "
-        "exported model; 0-255 is for a model that scales its input itself, e.g. with a "
-        f"Rescaling layer (default: {DEFAULT_INPUT_RANGE})",
+        required=True,
+        help="(required) the pixel range the model was trained on; uploads are scaled to it "
+        "inside the exported model: 0-1 for x/255, -1-1 for x/127.5 - 1, 0-255 for a model "
+        "that scales its input itself (e.g. a Rescaling layer). There is no default: a wrong "
+        "range passes every check and serves overconfident probabilities",
     )
     command.add_argument(
         "--evaluate-on",
@@ -497,9 +497,10 @@ def run_command(args: argparse.Namespace) -> int:
         if args.output:
             args.output.write_text(text + "\n", encoding="utf-8")
         print(text)
-        print(
+        print(  # on stderr: stdout is the JSON report alone, for `| jq` or json.load
             f"{card.name} v{card.version} on {args.split}: accuracy "
-            f"{report.accuracy:.4f} over {report.count} images"
+            f"{report.accuracy:.4f} over {report.count} images",
+            file=sys.stderr,
         )
     elif args.command == "import":
         from training.importer import import_model

@@ -72,7 +72,6 @@ INPUT_RANGES: dict[str, tuple[float, float]] = {
     "-1-1": (-1.0, 1.0),
 }
 """The pixel ranges an imported model may expect, by their command-line names."""
-DEFAULT_INPUT_RANGE = "0-255"
 """For a model that scales its input itself (e.g. with a Rescaling layer)."""
 PREPROCESSING_KINDS: tuple[PreprocessingKind, ...] = get_args(PreprocessingKind)
 """What the service may do to an imported model's uploads (`--preprocessing`)."""
@@ -101,8 +100,10 @@ class ImportRequest:
     name: str
     class_names: list[str]
     model_dir: Path
+    # A key of INPUT_RANGES. No default: a wrong guess passes every check and serves
+    # saturated probabilities (a 0..1 model fed 0..255 still mostly picks the right class).
+    input_range: str
     preprocessing: PreprocessingKind = DEFAULT_PREPROCESSING
-    input_range: str = DEFAULT_INPUT_RANGE  # a key of INPUT_RANGES
     evaluate_on: Path | None = None
     description: str | None = None
     signature: str | None = None  # SavedModel only; default serving_default or the only one

@@ -169,7 +169,9 @@ def test_evaluate_reproduces_the_card(
     card = ModelCard.read(version_dir)
     assert report["confusion_matrix"] == card.evaluation.confusion_matrix
     assert report["accuracy"] == pytest.approx(card.evaluation.accuracy)
-    assert "accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert json.loads(printed.out) == report  # stdout is the report alone (pipe it to jq)
+    assert "accuracy" in printed.err
 
 
 def test_retrain_exports_the_next_version_with_its_parent(

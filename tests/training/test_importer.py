@@ -59,6 +59,7 @@ def request(source: Path, tmp_path: Path, **overrides: Any) -> ImportRequest:
         "name": "tiny",
         "class_names": CLASSES,
         "model_dir": tmp_path / "models",
+        "input_range": "0-255",
         **overrides,
     }
     return ImportRequest(**fields)
@@ -442,13 +443,11 @@ def test_the_command_line_takes_its_choices_and_defaults_from_the_importer(
     from training.cli import build_parser
 
     monkeypatch.setitem(importer.INPUT_RANGES, "0-2", (0.0, 2.0))
-    monkeypatch.setattr(importer, "DEFAULT_INPUT_RANGE", "0-1")
     monkeypatch.setattr(importer, "PREPROCESSING_KINDS", ("mnist-digit",))
     monkeypatch.setattr(importer, "DEFAULT_PREPROCESSING", "mnist-digit")
-    command = ["import", "m.keras", "--name", "m", "--classes", "a", "b"]
-    defaults = build_parser().parse_args(command)
-    assert (defaults.input_range, defaults.preprocessing) == ("0-1", "mnist-digit")
-    assert build_parser().parse_args([*command, "--input-range", "0-2"]).input_range == "0-2"
+    command = ["import", "m.keras", "--name", "m", "--classes", "a", "b", "--input-range"]
+    defaults = build_parser().parse_args([*command, "0-2"])
+    assert (defaults.input_range, defaults.preprocessing) == ("0-2", "mnist-digit")
     with pytest.raises(SystemExit):
         build_parser().parse_args([*command, "--preprocessing", "resize"])
 
@@ -456,10 +455,20 @@ def test_the_command_line_takes_its_choices_and_defaults_from_the_importer(
 def test_the_command_line_defaults_are_the_requests() -> None:
     from training.cli import build_parser, import_request
 
-    args = build_parser().parse_args(["import", "m.keras", "--name", "m", "--classes", "a", "b"])
+    command = ["import", "m.keras", "--name", "m", "--classes", "a", "b"]
+    args = build_parser().parse_args([*command, "--input-range", "0-1"])
     made = import_request(args)
-    plain = importer.ImportRequest(Path("m.keras"), "m", ["a", "b"], args.model_dir)
+    plain = importer.ImportRequest(Path("m.keras"), "m", ["a", "b"], args.model_dir, "0-1")
     assert (made.preprocessing, made.input_range) == (plain.preprocessing, plain.input_range)
+
+
+def test_the_input_range_must_be_stated(capsys: pytest.CaptureFixture[str]) -> None:
+    """A 0..1 model imported as 0..255 passes every check and serves saturated answers, so
+    the range is never guessed."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import", "m.keras", "--name", "m", "--classes", "a", "b"])
+    assert exit_info.value.code == 2
+    assert "the following arguments are required: --input-range" in capsys.readouterr().err
 
 
 def test_the_command_imports_and_prints_where(
@@ -494,6 +503,7 @@ def test_mistakes_end_in_an_error_line_and_status_2(
     error: str,
 ) -> None:
     argv = ["import", str(keras_file), *arguments, "--model-dir", str(tmp_path / "models")]
+    argv += ["--input-range", "0-255"]
 
     assert main(argv) == 2
 
