@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -30,8 +31,8 @@ from PIL import Image
 
 from app.contract.digits import FIELD_SIZE
 from app.contract.images import ImageError, Upload
-from app.contract.model_card import InputSpec
-from app.contract.preprocessing import prepare_image
+from app.contract.model_card import InputSpec, PreprocessingKind
+from app.contract.preprocessing import PreparedImage, prepare_image
 
 MNIST_CLASS_NAMES = [str(digit) for digit in range(10)]
 MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -157,20 +158,15 @@ def served_digits(images: NDArray[np.uint8]) -> NDArray[np.float32]:
     normalisation re-centres about 4 in 10 MNIST test digits by a pixel or so, enough to
     move the test accuracy by 0.0005 if training skipped it.
     """
-    spec = image_input_spec((MNIST_SIDE, MNIST_SIDE), 1)
 
-    def serve(image: NDArray[np.uint8]) -> NDArray[np.float32]:
+    def as_png(image: NDArray[np.uint8]) -> Upload:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
-        upload = Upload(filename="digit.png", data=buffer.getvalue())
-        return prepare_image(upload, spec, "mnist-digit").pixels
+        return Upload(filename="digit.png", data=buffer.getvalue())
 
-    served = np.empty((len(images), MNIST_SIDE, MNIST_SIDE, 1), dtype=np.float32)
-    # Pillow and most of NumPy release the GIL: one thread per core.
-    with ThreadPoolExecutor() as pool:
-        for index, pixels in enumerate(pool.map(serve, images)):
-            served[index] = pixels
-    return served
+    spec = image_input_spec((MNIST_SIDE, MNIST_SIDE), 1)
+    pixels, _ = prepare_all(images, as_png, spec, "mnist-digit", refuse=DataError)
+    return pixels
 
 
 def load_mnist_training(
@@ -285,20 +281,46 @@ def read_images(root: Path, paths: Sequence[str], spec: InputSpec) -> NDArray[np
     A file that is no readable image is a `DataError` naming it.
     """
 
-    def read(path: str) -> NDArray[np.float32]:
-        name = str(Path(path).relative_to(root))
-        try:
-            upload = Upload(filename=name, data=Path(path).read_bytes())
-            return prepare_image(upload, spec, "resize").pixels
-        except ImageError as error:
-            raise DataError(f"{root}: {error.message}; remove or replace the file") from error
+    def read(path: str) -> Upload:
+        return Upload(filename=str(Path(path).relative_to(root)), data=Path(path).read_bytes())
 
-    images = np.empty((len(paths), spec.height, spec.width, spec.channels), dtype=np.uint8)
-    # Decoding is Pillow's C code, which releases the GIL: one thread per core.
-    with ThreadPoolExecutor() as pool:
-        for index, pixels in enumerate(pool.map(read, paths)):
-            images[index] = pixels
+    def refuse(message: str) -> DataError:
+        return DataError(f"{root}: {message}; remove or replace the file")
+
+    images, _ = prepare_all(paths, read, spec, "resize", refuse=refuse, dtype=np.uint8)
     return images
+
+
+Item = TypeVar("Item")  # what `prepare_all` makes an upload of: a path, an array...
+
+
+def prepare_all(
+    items: Sequence[Item] | NDArray[Any],
+    upload_of: Callable[[Item], Upload],
+    spec: InputSpec,
+    kind: PreprocessingKind,
+    *,
+    refuse: Callable[[str], Exception],
+    dtype: type[np.floating[Any]] | type[np.unsignedinteger[Any]] = np.float32,
+) -> tuple[NDArray[Any], list[bool] | None]:
+    """`prepare_image` for each item's upload, on one thread per core (Pillow's decoding
+    and most of NumPy release the GIL; `upload_of` runs there too, so reading files and
+    encoding PNGs overlap). The `[N, H, W, C]` pixels as `dtype`, and each picture's
+    digit check for `mnist-digit`. An unreadable image raises `refuse(its message)`."""
+
+    def prepare(item: Item) -> PreparedImage:
+        try:
+            return prepare_image(upload_of(item), spec, kind)
+        except ImageError as error:
+            raise refuse(error.message) from error
+
+    pixels = np.empty((len(items), spec.height, spec.width, spec.channels), dtype=dtype)
+    found: list[bool] = []
+    with ThreadPoolExecutor() as pool:
+        for index, prepared in enumerate(pool.map(prepare, items)):
+            pixels[index] = prepared.pixels
+            found.append(bool(prepared.digit_found))
+    return pixels, (found if kind == "mnist-digit" else None)
 
 
 def xray_dataset(

@@ -20,7 +20,6 @@ before the checks pass, and a failure after that leaves no staging folder behind
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +32,7 @@ from numpy.typing import NDArray
 
 from app.contract.classification import EvaluationReport, evaluate_probabilities
 from app.contract.drift import PredictionProfile, prediction_profile
-from app.contract.images import ImageError, Upload
+from app.contract.images import Upload
 from app.contract.model_card import (
     LITERT_MODEL_ROLE,
     DataSource,
@@ -44,7 +43,6 @@ from app.contract.model_card import (
     PreprocessingKind,
     is_valid_model_name,
 )
-from app.contract.preprocessing import prepare_image
 from app.contract.runtimes import check_inputs
 from training.card import library_versions
 from training.data import (
@@ -55,6 +53,7 @@ from training.data import (
     file_fingerprint,
     folder_fingerprint,
     image_input_spec,
+    prepare_all,
 )
 from training.evaluate import INPUT_NAME, predict_with_saved_model
 from training.export import (
@@ -553,18 +552,13 @@ def read_labelled_folder(
     evaluation sees the pixels an upload of the same file would become."""
     paths, labels = list_labelled_folder(root, class_names)
 
-    def read(path: Path) -> tuple[NDArray[np.float32], bool | None]:
-        upload = Upload(filename=str(path.relative_to(root)), data=path.read_bytes())
-        try:
-            prepared = prepare_image(upload, spec, kind)
-        except ImageError as error:
-            raise NotImportable(
-                f"--evaluate-on {root}: {error.message}; remove or replace the file"
-            ) from error
-        return prepared.pixels, prepared.digit_found
+    def read(path: Path) -> Upload:
+        return Upload(filename=str(path.relative_to(root)), data=path.read_bytes())
 
-    with ThreadPoolExecutor() as pool:  # Pillow releases the GIL while decoding
-        prepared = list(pool.map(read, paths))
+    def refuse(message: str) -> NotImportable:
+        return NotImportable(f"--evaluate-on {root}: {message}; remove or replace the file")
+
+    pixels, digit_found = prepare_all(paths, read, spec, kind, refuse=refuse)
     label_array = np.asarray(labels, dtype=np.int64)
     return LabelledImages(
         source=DataSource(
@@ -572,9 +566,9 @@ def read_labelled_folder(
             fingerprint=folder_fingerprint(root, [str(p) for p in paths]),
             counts={"evaluation": count_labels(label_array, class_names)},
         ),
-        pixels=np.stack([pixels for pixels, _ in prepared]).astype(np.float32),
+        pixels=pixels,
         labels=label_array,
-        digit_found=[bool(found) for _, found in prepared] if kind == "mnist-digit" else None,
+        digit_found=digit_found,
     )
 
 
