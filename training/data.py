@@ -221,15 +221,24 @@ def arrays_to_dataset(
 def list_xray_split(root: Path, split: str) -> tuple[list[str], NDArray[np.int64]]:
     """Image paths and labels of one split, in a stable (sorted) order."""
     check_xray_folder(root, [split])
-    paths: list[str] = []
+    paths, labels = labelled_files(root / split, XRAY_CLASS_NAMES)
+    return [str(p) for p in paths], np.asarray(labels, dtype=np.int64)
+
+
+def labelled_files(folder: Path, class_names: Sequence[str]) -> tuple[list[Path], list[int]]:
+    """The image files of `folder/<class>/` for each class, sorted, with the class index
+    of each: the one-folder-per-class layout (checked by the caller, in its own words)."""
+    paths: list[Path] = []
     labels: list[int] = []
-    for label, class_name in enumerate(XRAY_CLASS_NAMES):
+    for label, class_name in enumerate(class_names):
         files = sorted(
-            p for p in (root / split / class_name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+            p
+            for p in (folder / class_name).iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
-        paths.extend(str(p) for p in files)
+        paths.extend(files)
         labels.extend([label] * len(files))
-    return paths, np.asarray(labels, dtype=np.int64)
+    return paths, labels
 
 
 def check_xray_folder(root: Path, splits: Sequence[str]) -> None:

@@ -53,6 +53,7 @@ from training.data import (
     file_fingerprint,
     folder_fingerprint,
     image_input_spec,
+    labelled_files,
     prepare_all,
 )
 from training.evaluate import INPUT_NAME, predict_with_saved_model
@@ -242,14 +243,7 @@ def list_labelled_folder(root: Path, class_names: Sequence[str]) -> tuple[list[P
             f"--evaluate-on {root} must hold {layout}; {'; '.join(problems)} "
             f"(found: {', '.join(found) or 'no folders'})"
         )
-    paths: list[Path] = []
-    labels: list[int] = []
-    for label, name in enumerate(class_names):
-        files = sorted(
-            p for p in (root / name).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        paths.extend(files)
-        labels.extend([label] * len(files))
+    paths, labels = labelled_files(root, class_names)
     if not paths:
         raise NotImportable(
             f"--evaluate-on {root} holds no {'/'.join(IMAGE_SUFFIXES)} images in its class folders"
