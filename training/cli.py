@@ -198,13 +198,17 @@ def train_request(args: argparse.Namespace) -> TrainRequest:
     )
 
 
-def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+def _add_model_dir_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-dir",
         type=Path,
         default=Path("models"),
         help="where exported versions go: MODEL_DIR/<model>/<version>/ (default: models)",
     )
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    _add_model_dir_flag(parser)
     parser.add_argument(
         "--runs-dir",
         type=Path,
@@ -405,12 +409,7 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
         help="labelled images to evaluate on, one sub-folder per class named as the classes; "
         "recorded in the card (default: none, and the card says it is not evaluated)",
     )
-    command.add_argument(
-        "--model-dir",
-        type=Path,
-        default=Path("models"),
-        help="where versions go: MODEL_DIR/NAME/<version>/ (default: models)",
-    )
+    _add_model_dir_flag(command)
     command.add_argument(
         "--description", default=None, help="the card's description (default: from the source)"
     )
